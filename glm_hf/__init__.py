@@ -1,0 +1,30 @@
+"""glm-hf: GLM (autoregressive blank infilling) as a native HuggingFace Transformers model.
+
+Importing this package registers GLM with the Auto classes (`model_type="glm_hf"`).
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+from . import blank_infilling
+from .configuration_glm import GLMConfig
+from .modeling_glm import GLMForConditionalGeneration, GLMModel, GLMPreTrainedModel
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    AutoConfig.register(GLMConfig.model_type, GLMConfig, exist_ok=True)
+    AutoModel.register(GLMConfig, GLMModel, exist_ok=True)
+    AutoModelForCausalLM.register(GLMConfig, GLMForConditionalGeneration, exist_ok=True)
+    AutoModelForSeq2SeqLM.register(GLMConfig, GLMForConditionalGeneration, exist_ok=True)
+
+
+_register()
+
+__all__ = [
+    "GLMConfig",
+    "GLMModel",
+    "GLMPreTrainedModel",
+    "GLMForConditionalGeneration",
+    "blank_infilling",
+]

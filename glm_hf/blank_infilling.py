@@ -1,0 +1,166 @@
+"""The one place where GLM's blank-infilling layout is turned into 2D positions and attention masks.
+
+A GLM sequence is Part A (the corrupted text, holding blank tokens `[MASK]`/`[sMASK]`/`[gMASK]`) followed by
+Part B (the spans, each `<|startofpiece|> span`). Part A attends bidirectionally within A; Part B attends to all
+of A and causally within B. Every token has a 2D position (position, block position): Part A token i gets (i, 0);
+the k-th token of a span gets (position of its blank in A, k).
+
+The model, `generate()`, the tokenizer helpers, the collator and the pipelines all call these functions; nothing
+else derives positions or masks.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+
+def part_a_length(input_ids: torch.Tensor, sop_token_id: int) -> torch.Tensor:
+    """Per-row length of Part A ("sep", THUDM's compact mask): the index of the first `<|startofpiece|>`, or the
+    row length when the row has no Part B."""
+    is_sop = input_ids == sop_token_id
+    seq_len = input_ids.shape[-1]
+    first = torch.where(is_sop, torch.arange(seq_len, device=input_ids.device), seq_len)
+    return first.min(dim=-1).values
+
+
+def build_position_ids(
+    input_ids: torch.Tensor,
+    blank_token_ids: list[int],
+    sop_token_id: int,
+    padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """2D positions `[batch, 2, seq]` derived from the tokens.
+
+    Part A positions count real tokens only (left padding is skipped, so a padded row gets the positions of the
+    same row unpadded). In Part B, the k-th span (the k-th `<|startofpiece|>`) is placed at the k-th blank of
+    Part A; layouts whose spans are shuffled relative to their blanks must pass explicit positions instead.
+    """
+    batch, seq_len = input_ids.shape
+    device = input_ids.device
+    idx = torch.arange(seq_len, device=device).expand(batch, seq_len)
+    real = torch.ones_like(input_ids, dtype=torch.bool) if padding_mask is None else padding_mask.bool()
+    in_b = idx >= part_a_length(input_ids, sop_token_id).unsqueeze(-1)
+
+    position_a = (real & ~in_b).long().cumsum(-1) - 1
+    position_a = position_a.clamp(min=0)
+    is_blank = torch.isin(input_ids, torch.tensor(blank_token_ids, device=device)) & real & ~in_b
+    is_sop = (input_ids == sop_token_id) & in_b
+
+    n_spans, n_blanks = is_sop.sum(-1), is_blank.sum(-1)
+    if (n_spans > n_blanks).any():
+        row = int((n_spans > n_blanks).nonzero()[0, 0])
+        raise ValueError(
+            f"Row {row} has {int(n_spans[row])} Part B spans (<|startofpiece|> tokens) but only "
+            f"{int(n_blanks[row])} blank tokens in Part A; every span needs its own [MASK]/[sMASK]/[gMASK]."
+        )
+    blank_slots = torch.where(is_blank, idx, seq_len).sort(dim=-1).values.clamp(max=seq_len - 1)
+    blank_positions = position_a.gather(1, blank_slots)
+    span_index = (is_sop.long().cumsum(-1) - 1).clamp(min=0)
+    position_b = blank_positions.gather(1, span_index)
+    span_start = torch.where(is_sop, idx, 0).cummax(dim=-1).values
+    block_b = idx - span_start + 1
+
+    position = torch.where(in_b, position_b, position_a)
+    block = torch.where(in_b, block_b, 0)
+    return torch.stack([position, block], dim=1)
+
+
+def build_attention_mask(
+    sep: torch.Tensor,
+    query_length: int,
+    key_length: int,
+    padding_mask: torch.Tensor | None = None,
+    query_offset: int = 0,
+) -> torch.Tensor:
+    """Boolean "may attend" mask `[batch, 1, query, key]`: causal, or key inside Part A (`key < sep`).
+
+    `query_offset` is the number of cached tokens before the queries. Padding keys are hidden; each query always
+    sees itself, so a padding query never has an empty row (which would turn the softmax into NaN).
+    """
+    device = sep.device
+    q = torch.arange(query_offset, query_offset + query_length, device=device).view(1, 1, -1, 1)
+    k = torch.arange(key_length, device=device).view(1, 1, 1, -1)
+    allowed = (k <= q) | (k < sep.view(-1, 1, 1, 1))
+    if padding_mask is not None:
+        allowed = allowed & padding_mask[:, None, None, -key_length:].bool()
+    return allowed | (k == q)
+
+
+def next_position_ids(position_ids: torch.Tensor, num_new_tokens: int = 1) -> torch.Tensor:
+    """Positions of the next generated tokens of a span: same position as the last token, block position + 1."""
+    last = position_ids[..., -1:]
+    steps = torch.arange(1, num_new_tokens + 1, dtype=position_ids.dtype, device=position_ids.device)
+    return torch.stack([last[:, 0].expand(-1, num_new_tokens), last[:, 1] + steps], dim=1)
+
+
+@dataclass
+class GenerationLayout:
+    """Inputs that make `generate()` fill the first blank of each row."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+
+
+def generation_layout(
+    input_ids: torch.Tensor,
+    blank_token_ids: list[int],
+    sop_token_id: int,
+    padding_mask: torch.Tensor | None = None,
+) -> GenerationLayout:
+    """Appends `<|startofpiece|>` (unless every row already ends with it) and builds the positions for filling the
+    first blank of each row. Rows must be left-padded and must contain a blank before the span starts."""
+    if padding_mask is None:
+        padding_mask = torch.ones_like(input_ids)
+    if not padding_mask[:, -1].bool().all():
+        raise ValueError(
+            "generate() needs left-padded inputs: the last column of attention_mask has padding. "
+            "Set tokenizer.padding_side = 'left' before batching prompts."
+        )
+    if not (input_ids[:, -1] == sop_token_id).all():
+        sop = torch.full_like(input_ids[:, :1], sop_token_id)
+        input_ids = torch.cat([input_ids, sop], dim=-1)
+        padding_mask = torch.cat([padding_mask, torch.ones_like(padding_mask[:, :1])], dim=-1)
+    sep = part_a_length(input_ids, sop_token_id)
+    in_a = torch.arange(input_ids.shape[-1], device=input_ids.device) < sep.unsqueeze(-1)
+    has_blank = (torch.isin(input_ids, torch.tensor(blank_token_ids, device=input_ids.device)) & in_a).any(-1)
+    if not has_blank.all():
+        row = int((~has_blank).nonzero()[0, 0])
+        raise ValueError(
+            f"Prompt {row} has no blank to fill: add [MASK] (a word or phrase), [sMASK] (a sentence) or [gMASK] "
+            f"at the end (left-to-right generation) before the text the model should continue."
+        )
+    position_ids = build_position_ids(input_ids, blank_token_ids, sop_token_id, padding_mask)
+    return GenerationLayout(input_ids=input_ids, attention_mask=padding_mask, position_ids=position_ids)
+
+
+def infilling_example(
+    part_a: list[int],
+    spans: list[list[int]],
+    blank_token_ids: list[int],
+    sop_token_id: int,
+    eop_token_id: int,
+    span_blanks: list[int] | None = None,
+) -> dict[str, list]:
+    """One training example: Part A (with blanks) followed by each span as `<|startofpiece|> span`, with targets
+    `span <|endofpiece|>`.
+
+    `span_blanks[k]` is the index in `part_a` of the blank that span k fills (default: the k-th blank in order, so
+    spans may be given shuffled by passing their blank indices). Returns `input_ids`, `labels` (-100 on Part A),
+    `position_ids` `[2, seq]` and `sep` (Part A length).
+    """
+    blanks = [i for i, token in enumerate(part_a) if token in blank_token_ids]
+    if span_blanks is None:
+        if len(spans) > len(blanks):
+            raise ValueError(f"{len(spans)} spans but only {len(blanks)} blanks in Part A.")
+        span_blanks = blanks[: len(spans)]
+    if len(span_blanks) != len(spans) or any(i not in blanks for i in span_blanks):
+        raise ValueError(f"span_blanks {span_blanks} must name one blank of Part A (blanks at {blanks}) per span.")
+    input_ids, labels = list(part_a), [-100] * len(part_a)
+    positions, blocks = list(range(len(part_a))), [0] * len(part_a)
+    for span, blank in zip(spans, span_blanks):
+        input_ids += [sop_token_id, *span]
+        labels += [*span, eop_token_id]
+        positions += [blank] * (len(span) + 1)
+        blocks += list(range(1, len(span) + 2))
+    return {"input_ids": input_ids, "labels": labels, "position_ids": [positions, blocks], "sep": len(part_a)}

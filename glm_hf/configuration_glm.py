@@ -1,0 +1,155 @@
+"""GLM configuration: one config class for GLM (2021), GLM-130B-style and ChatGLM-6B-style models."""
+
+from typing import ClassVar
+
+from transformers import PreTrainedConfig
+
+POSITION_ENCODINGS = ("learned_2d", "rotary_2d")
+LAYERNORM_STYLES = ("pre", "deepnorm", "post_alpha")
+
+# Where GLMTokenizer puts its special tokens; the config defaults follow it so that a model built
+# from `GLMConfig()` and a default tokenizer agree without extra arguments.
+DEFAULT_SPECIAL_TOKEN_IDS = {
+    "pad_token_id": 0,
+    "unk_token_id": 1,
+    "cls_token_id": 2,
+    "eos_token_id": 3,
+    "mask_token_id": 4,
+    "smask_token_id": 5,
+    "gmask_token_id": 6,
+    "sop_token_id": 7,
+    "eop_token_id": 8,
+}
+
+
+class GLMConfig(PreTrainedConfig):
+    r"""
+    Configuration of a GLM model (Du et al., 2022, "GLM: General Language Model Pretraining with Autoregressive
+    Blank Infilling") and of its GLM-130B / ChatGLM-6B descendants.
+
+    Sizes:
+        vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size (defaults to
+        4 * hidden_size), max_position_embeddings (rows of each position table; also the longest Part A and the
+        longest span for rotary models).
+
+    Architecture switches (the family's variants are combinations of these):
+        position_encoding: `"learned_2d"` adds a position table and a block-position table to the token
+            embedding (GLM); `"rotary_2d"` rotates the first half of each head by the position and the second half
+            by the block position (GLM-130B, ChatGLM-6B). `rope_theta` is the rotary base.
+        layernorm_style: `"pre"` is pre-LN with a final LayerNorm (GLM). `"deepnorm"` is GLM-130B's DeepNorm:
+            each sub-layer returns `alpha * LN(x) + f(LN(x))` with `alpha = sqrt(2 * num_hidden_layers)`, and the
+            value, output and MLP weights get Xavier-normal init with gain `(2 * num_hidden_layers) ** -0.5`.
+            `"post_alpha"` is ChatGLM-6B's form: the same forward, with the plain normal init.
+        use_glu: GeGLU feed-forward (`x1 * act(x2)` over the two halves of the up-projection) instead of `act(x)`.
+        hidden_act: the activation (GLM and ChatGLM use the tanh approximation of GeLU).
+        embedding_grad_shrink: GLM-130B's embedding gradient shrink; the embedding's gradient is multiplied by
+            this factor while its forward value is unchanged (1.0 = off, GLM-130B used 0.1).
+        attention_softmax_in_fp32: compute the eager attention softmax in float32 (fp16/bf16 safety).
+        attention_scale: THUDM's overflow guard for fp16; scores are computed divided by this factor and rescaled
+            after subtracting the row maximum. Mathematically a no-op; only the eager path uses it.
+        qkv_bias: bias in the fused query/key/value projection.
+        tie_word_embeddings: the output layer shares the word embedding matrix (GLM, GLM-130B) or is separate
+            (ChatGLM-6B).
+
+    Special tokens (ids in the vocabulary): pad, eos, mask (`[MASK]`), smask (`[sMASK]`), gmask (`[gMASK]`),
+    sop (`<|startofpiece|>`, starts each Part B span) and eop (`<|endofpiece|>`, ends it; generation stops there).
+    """
+
+    model_type = "glm_hf"
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
+
+    vocab_size: int = 50304
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    intermediate_size: int | None = None
+    max_position_embeddings: int = 1025
+    hidden_act: str = "gelu_pytorch_tanh"
+    position_encoding: str = "learned_2d"
+    rope_theta: float = 10000.0
+    layernorm_style: str = "pre"
+    use_glu: bool = False
+    embedding_grad_shrink: float = 1.0
+    attention_softmax_in_fp32: bool = True
+    attention_scale: float = 1.0
+    qkv_bias: bool = True
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+    use_cache: bool = True
+    pad_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["pad_token_id"]
+    eos_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["eos_token_id"]
+    mask_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["mask_token_id"]
+    smask_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["smask_token_id"]
+    gmask_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["gmask_token_id"]
+    sop_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["sop_token_id"]
+    eop_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["eop_token_id"]
+
+    def __post_init__(self, **kwargs):
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        super().__post_init__(**kwargs)
+        self._check_values()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def blank_token_ids(self) -> list[int]:
+        """Ids of the three blank tokens that `generate()` and the layout builders look for."""
+        return [i for i in (self.mask_token_id, self.smask_token_id, self.gmask_token_id) if i is not None]
+
+    @property
+    def residual_alpha(self) -> float:
+        """Residual scale of the post-LN styles (DeepNorm, ChatGLM); 1.0 for pre-LN."""
+        return 1.0 if self.layernorm_style == "pre" else (2.0 * self.num_hidden_layers) ** 0.5
+
+    def _check_values(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GLMConfig.{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.max_position_embeddings < 2:
+            raise ValueError(
+                f"GLMConfig.max_position_embeddings must be at least 2 (one Part A token and one span token), "
+                f"got {self.max_position_embeddings}."
+            )
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"GLMConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads}); pick sizes with hidden_size = heads * head_dim."
+            )
+        if self.position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(
+                f"GLMConfig.position_encoding must be one of {POSITION_ENCODINGS}, got {self.position_encoding!r}."
+            )
+        if self.position_encoding == "rotary_2d" and self.head_dim % 4 != 0:
+            raise ValueError(
+                f"position_encoding='rotary_2d' splits each head in two rotary halves, so head_dim "
+                f"(hidden_size / num_attention_heads = {self.head_dim}) must be divisible by 4."
+            )
+        if self.layernorm_style not in LAYERNORM_STYLES:
+            raise ValueError(
+                f"GLMConfig.layernorm_style must be one of {LAYERNORM_STYLES}, got {self.layernorm_style!r}."
+            )
+        if not 0.0 < self.embedding_grad_shrink <= 1.0:
+            raise ValueError(
+                f"GLMConfig.embedding_grad_shrink must be in (0, 1] (1.0 disables it), got {self.embedding_grad_shrink}."
+            )
+        if self.attention_scale < 1.0:
+            raise ValueError(f"GLMConfig.attention_scale must be >= 1.0, got {self.attention_scale}.")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"GLMConfig.{name} must be in [0, 1), got {getattr(self, name)}.")
+        for name in DEFAULT_SPECIAL_TOKEN_IDS:
+            value = getattr(self, name, None)
+            if isinstance(value, int) and not 0 <= value < self.vocab_size:
+                raise ValueError(
+                    f"GLMConfig.{name}={value} is outside the vocabulary (vocab_size={self.vocab_size}); "
+                    f"set it from your tokenizer or enlarge vocab_size."
+                )
+
+
+__all__ = ["GLMConfig", "DEFAULT_SPECIAL_TOKEN_IDS"]

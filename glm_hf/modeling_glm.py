@@ -1,0 +1,494 @@
+"""PyTorch GLM: autoregressive blank infilling with 2D positions, for GLM, GLM-130B-style and ChatGLM-6B-style models."""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .blank_infilling import (
+    build_attention_mask,
+    build_position_ids,
+    generation_layout,
+    next_position_ids,
+    part_a_length,
+)
+from .configuration_glm import GLMConfig
+
+
+def rotate_half_pairs(x: torch.Tensor) -> torch.Tensor:
+    """Rotates each of the two halves of the head dimension on its own (the 2D rotary layout)."""
+    *lead, dim = x.shape
+    x = x.view(*lead, 2, 2, dim // 4)
+    return torch.stack((-x[..., 1, :], x[..., 0, :]), dim=-2).view(*lead, dim)
+
+
+def apply_rotary_2d(
+    query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotates query and key `[batch, heads, seq, head_dim]`: the first half by position, the second by block."""
+    return query * cos + rotate_half_pairs(query) * sin, key * cos + rotate_half_pairs(key) * sin
+
+
+class GLMRotary2D(nn.Module):
+    """cos/sin tables for 2D rotary positions: half of each head rotates with the position, half with the block
+    position (ChatGLM-6B's layout)."""
+
+    inv_freq: torch.Tensor
+
+    def __init__(self, config: GLMConfig):
+        super().__init__()
+        self.rotary_dim = config.head_dim // 2
+        self.theta = config.rope_theta
+        self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
+
+    def compute_inv_freq(self) -> torch.Tensor:
+        exponents = torch.arange(0, self.rotary_dim, 2, dtype=torch.float32) / self.rotary_dim
+        return 1.0 / (self.theta**exponents)
+
+    @torch.no_grad()
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = position_ids.float().unsqueeze(-1) * self.inv_freq  # [batch, 2, seq, rotary_dim / 2]
+        angles = torch.cat([angles[:, 0], angles[:, 0], angles[:, 1], angles[:, 1]], dim=-1).unsqueeze(1)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention: a boolean "may attend" mask, THUDM's `attention_scale` overflow guard and an optional
+    float32 softmax. Used for parity checks and `output_attentions`."""
+    config = module.config
+    guard = config.attention_scale
+    scores = torch.matmul(query * (scaling / guard), key.transpose(2, 3))
+    if attention_mask is None:
+        q_len, k_len = scores.shape[-2:]
+        attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+    if attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + attention_mask
+    if guard > 1.0:
+        scores = (scores - scores.amax(dim=-1, keepdim=True)) * guard
+    softmax_dtype = torch.float32 if config.attention_softmax_in_fp32 else scores.dtype
+    weights = nn.functional.softmax(scores, dim=-1, dtype=softmax_dtype).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class GLMAttention(nn.Module):
+    """Multi-head self-attention with a fused query/key/value projection laid out per head as
+    `[heads, (q, k, v), head_dim]`, so a column split of the projection keeps whole heads together."""
+
+    def __init__(self, config: GLMConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.output_dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq_len, _ = hidden_states.shape
+        qkv = self.query_key_value(hidden_states).view(batch, seq_len, -1, 3, self.head_dim)
+        query, key, value = qkv.transpose(1, 2).unbind(dim=3)
+        if rotary is not None:
+            query, key = apply_rotary_2d(query, key, *rotary)
+        if past_key_values is not None:
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        output = self.dense(output.reshape(batch, seq_len, -1))
+        return self.output_dropout(output), weights
+
+
+class GLMMLP(nn.Module):
+    """Feed-forward block: `act(x W1) W2`, or GeGLU `(x1 * act(x2)) W2` over the halves of `x W1`."""
+
+    def __init__(self, config: GLMConfig):
+        super().__init__()
+        self.use_glu = config.use_glu
+        up_size = config.intermediate_size * (2 if config.use_glu else 1)
+        self.dense_h_to_4h = nn.Linear(config.hidden_size, up_size)
+        self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dense_h_to_4h(hidden_states)
+        if self.use_glu:
+            value, gate = hidden_states.chunk(2, dim=-1)
+            hidden_states = value * self.act(gate)
+        else:
+            hidden_states = self.act(hidden_states)
+        return self.dropout(self.dense_4h_to_h(hidden_states))
+
+
+class GLMBlock(GradientCheckpointingLayer):
+    """One transformer layer. Pre-LN: `x + f(LN(x))`. DeepNorm / ChatGLM post-LN: `alpha * LN(x) + f(LN(x))`."""
+
+    def __init__(self, config: GLMConfig, layer_idx: int):
+        super().__init__()
+        self.pre_norm = config.layernorm_style == "pre"
+        self.alpha = config.residual_alpha
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = GLMAttention(config, layer_idx)
+        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = GLMMLP(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        normed = self.input_layernorm(hidden_states)
+        attn_output, _ = self.attention(normed, attention_mask, rotary, past_key_values, **kwargs)
+        residual = hidden_states if self.pre_norm else normed * self.alpha
+        hidden_states = residual + attn_output
+        normed = self.post_attention_layernorm(hidden_states)
+        residual = hidden_states if self.pre_norm else normed * self.alpha
+        return residual + self.mlp(normed)
+
+
+class GLMPreTrainedModel(PreTrainedModel):
+    config_class = GLMConfig
+    config: GLMConfig
+    base_model_prefix = "glm"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GLMBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": GLMBlock, "attentions": GLMAttention}
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, GLMRotary2D):
+            init.copy_(module.inv_freq, module.compute_inv_freq())
+        elif self.config.layernorm_style == "deepnorm" and isinstance(module, (GLMAttention, GLMMLP)):
+            self._init_deepnorm(module)
+
+    def _init_deepnorm(self, module: nn.Module) -> None:
+        """GLM-130B's DeepNorm init: Xavier normal with gain (2N)^-1/2 on the value, output and MLP weights
+        (Xavier with gain 1 on query and key)."""
+        beta = (2.0 * self.config.num_hidden_layers) ** -0.5
+        if isinstance(module, GLMMLP):
+            init.xavier_normal_(module.dense_h_to_4h.weight, gain=beta)
+            init.xavier_normal_(module.dense_4h_to_h.weight, gain=beta)
+            return
+        init.xavier_normal_(module.dense.weight, gain=beta)
+        qkv = module.query_key_value.weight
+        if getattr(qkv, "_is_hf_initialized", False):
+            return
+        hidden = self.config.hidden_size
+        with torch.no_grad():
+            per_head = qkv.view(-1, 3, self.config.head_dim, hidden)
+            for slot, gain in enumerate((1.0, 1.0, beta)):
+                part = torch.empty(hidden, hidden, dtype=qkv.dtype, device=qkv.device)
+                nn.init.xavier_normal_(part, gain=gain)
+                per_head[:, slot].copy_(part.view(-1, self.config.head_dim, hidden))
+
+
+class GLMModel(GLMPreTrainedModel):
+    """The GLM transformer: embeddings with 2D positions, the layer stack and a final LayerNorm."""
+
+    def __init__(self, config: GLMConfig):
+        super().__init__(config)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        if config.position_encoding == "learned_2d":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            self.block_position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        else:
+            self.rotary = GLMRotary2D(config)
+        self.embedding_dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList([GLMBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.word_embeddings = value
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        attention_mask (`torch.Tensor`, *optional*):
+            One of: a 2D padding mask `[batch, past + seq]` (1 = token, 0 = padding; Part A ends at the first
+            `<|startofpiece|>`), a 1D tensor of Part A lengths `[batch]` (THUDM's compact form), or a 4D boolean
+            "may attend" mask `[batch, 1, seq, past + seq]` for layouts the other forms cannot express.
+        position_ids (`torch.LongTensor`, *optional*):
+            `[batch, 2, seq]` (position, block position). A 2D `[batch, seq]` tensor means block position 0.
+            Derived from the tokens when omitted (see `blank_infilling.build_position_ids`).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        if self.config.embedding_grad_shrink < 1.0:
+            shrink = self.config.embedding_grad_shrink
+            inputs_embeds = inputs_embeds * shrink + inputs_embeds.detach() * (1.0 - shrink)
+
+        position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
+        mask = self._resolve_attention_mask(input_ids, attention_mask, inputs_embeds, past_length)
+
+        hidden_states = inputs_embeds
+        rotary = None
+        if self.config.position_encoding == "learned_2d":
+            hidden_states = hidden_states + self.position_embeddings(position_ids[:, 0])
+            hidden_states = hidden_states + self.block_position_embeddings(position_ids[:, 1])
+        else:
+            rotary = self.rotary(position_ids, hidden_states.dtype)
+        hidden_states = self.embedding_dropout(hidden_states)
+
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states, attention_mask=mask, rotary=rotary, past_key_values=past_key_values, **kwargs
+            )
+        hidden_states = self.final_layernorm(hidden_states)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+
+    def _resolve_position_ids(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor,
+        past_length: int,
+    ) -> torch.Tensor:
+        batch, seq_len = inputs_embeds.shape[:2]
+        if position_ids is None:
+            if past_length > 0:
+                raise ValueError(
+                    "position_ids are required when continuing from past_key_values: the new tokens' positions "
+                    "depend on the blank they fill. Use blank_infilling.next_position_ids or model.generate()."
+                )
+            if input_ids is None:
+                raise ValueError("position_ids are required with inputs_embeds (they cannot be derived from tokens).")
+            padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+            position_ids = build_position_ids(
+                input_ids, self.config.blank_token_ids, self.config.sop_token_id, padding
+            )
+        elif position_ids.dim() == 2:
+            position_ids = torch.stack([position_ids, torch.zeros_like(position_ids)], dim=1)
+        if position_ids.shape != (batch, 2, seq_len):
+            raise ValueError(
+                f"position_ids must have shape [batch, 2, seq] = {[batch, 2, seq_len]} (position, block position), "
+                f"got {list(position_ids.shape)}."
+            )
+        largest = int(position_ids.max())
+        if largest >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"The input needs position {largest} but the model has max_position_embeddings="
+                f"{self.config.max_position_embeddings}: shorten the text before the blank, or generate fewer "
+                f"tokens (max_new_tokens) for this span."
+            )
+        return position_ids
+
+    def _resolve_attention_mask(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor,
+        past_length: int,
+    ) -> torch.Tensor | None:
+        batch, seq_len = inputs_embeds.shape[:2]
+        key_length = past_length + seq_len
+        if attention_mask is not None and attention_mask.dim() == 4:
+            if attention_mask.shape[0] != batch or attention_mask.shape[-2:] != (seq_len, key_length):
+                raise ValueError(
+                    f"A 4D attention_mask must have shape [batch, 1, seq, past + seq] = "
+                    f"{[batch, 1, seq_len, key_length]}, got {list(attention_mask.shape)}."
+                )
+            return attention_mask.bool()
+
+        padding = None
+        if attention_mask is not None and attention_mask.dim() <= 1:
+            sep = attention_mask.to(inputs_embeds.device, torch.long).reshape(-1).expand(batch)
+        else:
+            if attention_mask is not None:
+                if attention_mask.shape != (batch, key_length):
+                    raise ValueError(
+                        f"A 2D attention_mask (padding) must have shape [batch, past + seq] = {[batch, key_length]}, "
+                        f"got {list(attention_mask.shape)}."
+                    )
+                padding = attention_mask
+            if past_length > 0:
+                # Continuing from a cache: the cached prefix already holds Part A, new tokens are Part B.
+                if seq_len == 1 and (padding is None or bool(padding.all())):
+                    return None
+                sep = torch.zeros(batch, dtype=torch.long, device=inputs_embeds.device)
+            elif input_ids is None:
+                raise ValueError(
+                    "With inputs_embeds, pass attention_mask as Part A lengths [batch] or a 4D mask: Part A cannot be "
+                    "found without token ids."
+                )
+            else:
+                sep = part_a_length(input_ids, self.config.sop_token_id)
+        return build_attention_mask(sep, seq_len, key_length, padding, past_length)
+
+
+class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
+    """GLM with its language-modelling head: blank infilling, and left-to-right generation after `[gMASK]`.
+
+    Labels follow GLM's alignment: the logit at position i predicts `labels[i]` (no shift; -100 is ignored).
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "glm.word_embeddings.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
+    def __init__(self, config: GLMConfig):
+        super().__init__(config)
+        self.glm = GLMModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.loss_type = "ForMaskedLM"
+        self.post_init()
+        stop_ids = [i for i in (config.eop_token_id, config.eos_token_id) if i is not None]
+        self.generation_config.eos_token_id = stop_ids or None
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        labels (`torch.LongTensor` of shape `[batch, seq]`, *optional*):
+            Targets aligned with the inputs: `labels[i]` is the token the model should predict at position i
+            (in Part B, the next span token or `<|endofpiece|>`); -100 positions are ignored.
+        """
+        outputs: BaseModelOutputWithPast = self.glm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        loss = None
+        if labels is not None:
+            if labels.shape != hidden_states.shape[:2]:
+                raise ValueError(
+                    f"labels must align with the inputs ([batch, seq] = {list(hidden_states.shape[:2])}), "
+                    f"got {list(labels.shape)}."
+                )
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @torch.no_grad()
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """Fills the first blank (`[MASK]`/`[sMASK]`/`[gMASK]`) of each prompt; `[gMASK]` at the end of the prompt
+        is left-to-right generation. Returns `prompt + <|startofpiece|> + fill` per row; generation stops at
+        `<|endofpiece|>`. Batched prompts must be left-padded. All `GenerationMixin.generate` options apply."""
+        input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+        if input_ids is None:
+            raise ValueError("GLM generate() needs input_ids holding a blank ([MASK], [sMASK] or [gMASK]).")
+        if kwargs.get("position_ids") is None:
+            layout = generation_layout(
+                input_ids, self.config.blank_token_ids, self.config.sop_token_id, kwargs.get("attention_mask")
+            )
+            input_ids = layout.input_ids
+            kwargs["attention_mask"] = layout.attention_mask
+            kwargs["position_ids"] = layout.position_ids
+        return super().generate(input_ids, generation_config, **kwargs)
+
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
+        position_ids = model_kwargs.pop("position_ids", None)
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size, is_encoder_decoder, input_ids, **model_kwargs
+        )
+        if position_ids is not None:
+            model_kwargs["position_ids"] = position_ids.repeat_interleave(expand_size, dim=0)
+        return input_ids, model_kwargs
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        position_ids = model_kwargs.pop("position_ids", None)
+        model_kwargs = super()._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder, num_new_tokens
+        )
+        if position_ids is not None:
+            if position_ids.dim() == 2:
+                position_ids = torch.stack([position_ids, torch.zeros_like(position_ids)], dim=1)
+            new = next_position_ids(position_ids, num_new_tokens)
+            model_kwargs["position_ids"] = torch.cat([position_ids, new], dim=-1)
+        return model_kwargs
+
+
+__all__ = ["GLMPreTrainedModel", "GLMModel", "GLMForConditionalGeneration"]
