@@ -158,7 +158,7 @@ def infilling_example(
         raise ValueError(f"span_blanks {span_blanks} must name one blank of Part A (blanks at {blanks}) per span.")
     input_ids, labels = list(part_a), [-100] * len(part_a)
     positions, blocks = list(range(len(part_a))), [0] * len(part_a)
-    for span, blank in zip(spans, span_blanks):
+    for span, blank in zip(spans, span_blanks, strict=False):
         input_ids += [sop_token_id, *span]
         labels += [*span, eop_token_id]
         positions += [blank] * (len(span) + 1)

@@ -61,9 +61,7 @@ def run_tiny(args: argparse.Namespace) -> None:
         for _ in range(32):
             part_a, span = progression_example(rng, vocab_words, 12, config)
             examples.append(
-                infilling_example(
-                    part_a, [span], config.blank_token_ids, config.sop_token_id, config.eop_token_id
-                )
+                infilling_example(part_a, [span], config.blank_token_ids, config.sop_token_id, config.eop_token_id)
             )
         loss = model(**collate(examples, config.pad_token_id)).loss
         loss.backward()

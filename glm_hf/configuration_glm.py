@@ -136,7 +136,7 @@ class GLMConfig(PreTrainedConfig):
             )
         if not 0.0 < self.embedding_grad_shrink <= 1.0:
             raise ValueError(
-                f"GLMConfig.embedding_grad_shrink must be in (0, 1] (1.0 disables it), got {self.embedding_grad_shrink}."
+                f"GLMConfig.embedding_grad_shrink must be in (0, 1] (1.0 = off), got {self.embedding_grad_shrink}."
             )
         if self.attention_scale < 1.0:
             raise ValueError(f"GLMConfig.attention_scale must be >= 1.0, got {self.attention_scale}.")

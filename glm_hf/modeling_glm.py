@@ -1,4 +1,4 @@
-"""PyTorch GLM: autoregressive blank infilling with 2D positions, for GLM, GLM-130B-style and ChatGLM-6B-style models."""
+"""PyTorch GLM: autoregressive blank infilling with 2D positions (GLM, GLM-130B-style, ChatGLM-6B-style)."""
 
 from collections.abc import Callable
 
@@ -106,6 +106,8 @@ class GLMAttention(nn.Module):
         self.is_causal = True
         self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.query_key_value.deepnorm_role = "qkv"
+        self.dense.deepnorm_role = "output"
         self.output_dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
@@ -150,6 +152,7 @@ class GLMMLP(nn.Module):
         up_size = config.intermediate_size * (2 if config.use_glu else 1)
         self.dense_h_to_4h = nn.Linear(config.hidden_size, up_size)
         self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dense_h_to_4h.deepnorm_role = self.dense_4h_to_h.deepnorm_role = "mlp"
         self.act = ACT2FN[config.hidden_act]
         self.dropout = nn.Dropout(config.hidden_dropout)
 
@@ -209,28 +212,21 @@ class GLMPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, GLMRotary2D):
             init.copy_(module.inv_freq, module.compute_inv_freq())
-        elif self.config.layernorm_style == "deepnorm" and isinstance(module, (GLMAttention, GLMMLP)):
+        elif self.config.layernorm_style == "deepnorm" and hasattr(module, "deepnorm_role"):
             self._init_deepnorm(module)
 
-    def _init_deepnorm(self, module: nn.Module) -> None:
-        """GLM-130B's DeepNorm init: Xavier normal with gain (2N)^-1/2 on the value, output and MLP weights
-        (Xavier with gain 1 on query and key)."""
+    def _init_deepnorm(self, linear: nn.Linear) -> None:
+        """GLM-130B's DeepNorm init: Xavier normal with gain (2N)^-1/2 on the value, attention output and MLP
+        weights, and gain 1 on query and key."""
         beta = (2.0 * self.config.num_hidden_layers) ** -0.5
-        if isinstance(module, GLMMLP):
-            init.xavier_normal_(module.dense_h_to_4h.weight, gain=beta)
-            init.xavier_normal_(module.dense_4h_to_h.weight, gain=beta)
+        if linear.deepnorm_role != "qkv":
+            init.xavier_normal_(linear.weight, gain=beta)
             return
-        init.xavier_normal_(module.dense.weight, gain=beta)
-        qkv = module.query_key_value.weight
-        if getattr(qkv, "_is_hf_initialized", False):
-            return
-        hidden = self.config.hidden_size
-        with torch.no_grad():
-            per_head = qkv.view(-1, 3, self.config.head_dim, hidden)
-            for slot, gain in enumerate((1.0, 1.0, beta)):
-                part = torch.empty(hidden, hidden, dtype=qkv.dtype, device=qkv.device)
-                nn.init.xavier_normal_(part, gain=gain)
-                per_head[:, slot].copy_(part.view(-1, self.config.head_dim, hidden))
+        per_head = linear.weight.view(-1, 3, self.config.head_dim, linear.in_features)
+        for slot, gain in enumerate((1.0, 1.0, beta)):
+            part = torch.empty(self.config.hidden_size, linear.in_features, dtype=linear.weight.dtype)
+            init.xavier_normal_(part, gain=gain)
+            per_head[:, slot].copy_(part.view_as(per_head[:, slot]))
 
 
 class GLMModel(GLMPreTrainedModel):
@@ -288,8 +284,8 @@ class GLMModel(GLMPreTrainedModel):
             shrink = self.config.embedding_grad_shrink
             inputs_embeds = inputs_embeds * shrink + inputs_embeds.detach() * (1.0 - shrink)
 
-        position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
         mask = self._resolve_attention_mask(input_ids, attention_mask, inputs_embeds, past_length)
+        position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
 
         hidden_states = inputs_embeds
         rotary = None

@@ -1,0 +1,42 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
+
+MASK, SMASK, GMASK, SOP, EOP, PAD = 4, 5, 6, 7, 8, 0
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_home(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
+
+
+def tiny_config(**overrides) -> GLMConfig:
+    """A GLM small enough for fast tests; dropout off so runs are deterministic."""
+    values = dict(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
+    values.update(overrides)
+    return GLMConfig(**values)
+
+
+def tiny_model(seed: int = 0, attn: str = "sdpa", **overrides) -> GLMForConditionalGeneration:
+    torch.manual_seed(seed)
+    model = GLMForConditionalGeneration(tiny_config(**overrides)).eval()
+    model.set_attn_implementation(attn)
+    return model
+
+
+def random_words(generator: torch.Generator, *shape: int) -> torch.Tensor:
+    """Random ordinary token ids (never a special token)."""
+    return torch.randint(9, 60, shape, generator=generator)
