@@ -67,7 +67,7 @@ def run_tiny(args: argparse.Namespace) -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        if step == 1 or step % 250 == 0:
+        if step == 1 or step % 250 == 0 or step == args.steps:
             print(f"step {step:4d}  loss {loss.item():.3f}")
     print(f"trained in {time.perf_counter() - started:.1f}s")
 

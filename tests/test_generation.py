@@ -1,0 +1,149 @@
+"""generate(): blank filling with a KV cache, decoding strategies, batching and errors."""
+
+import pytest
+import torch
+from conftest import EOP, GMASK, MASK, PAD, SMASK, SOP, random_words, tiny_model
+
+VARIANTS = {
+    "glm": {},
+    "chatglm": dict(position_encoding="rotary_2d", layernorm_style="post_alpha", tie_word_embeddings=False),
+    "glm130b": dict(position_encoding="rotary_2d", layernorm_style="deepnorm", use_glu=True),
+}
+
+
+def prompt(seed: int, before: int, after: int, blank: int = MASK) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([random_words(g, 1, before), torch.tensor([[blank]]), random_words(g, 1, after)], 1)
+
+
+def greedy_by_full_recompute(model, ids: list[int], blank_index: int, steps: int) -> list[int]:
+    """Fills the blank by re-running the whole sequence each step, with positions written out by hand."""
+    part_a = len(ids)
+    tokens = ids + [SOP]
+    for _ in range(steps):
+        span = len(tokens) - part_a
+        positions = list(range(part_a)) + [blank_index] * span
+        blocks = [0] * part_a + list(range(1, span + 1))
+        with torch.no_grad():
+            logits = model(
+                torch.tensor([tokens]),
+                attention_mask=torch.tensor([part_a]),
+                position_ids=torch.tensor([[positions, blocks]]),
+            ).logits
+        tokens.append(int(logits[0, -1].argmax()))
+    return tokens
+
+
+def no_stop(model) -> dict:
+    """Generation kwargs that never stop early, so every strategy yields the same number of tokens."""
+    return dict(eos_token_id=None, pad_token_id=PAD, min_new_tokens=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("blank", [MASK, SMASK, GMASK])
+def test_greedy_matches_full_recompute_reference(variant, blank):
+    model = tiny_model(**VARIANTS[variant])
+    ids = prompt(1, 4, 0 if blank == GMASK else 3, blank)
+    out = model.generate(ids, max_new_tokens=6, do_sample=False, **no_stop(model))
+    expected = greedy_by_full_recompute(model, ids[0].tolist(), 4, 6)
+    assert out[0].tolist() == expected
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cache_and_no_cache_give_identical_greedy_tokens(variant):
+    model = tiny_model(**VARIANTS[variant])
+    ids = prompt(2, 5, 4)
+    cached = model.generate(ids, max_new_tokens=8, do_sample=False, **no_stop(model))
+    uncached = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False, **no_stop(model))
+    assert cached.tolist() == uncached.tolist()
+
+
+def test_generate_uses_a_real_cache_without_recomputing_the_prefix():
+    model = tiny_model()
+    ids = prompt(2, 5, 4)
+    seen_lengths = []
+    hook = model.glm.register_forward_pre_hook(
+        lambda module, args, kwargs: seen_lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        out = model.generate(ids, max_new_tokens=5, do_sample=False, return_dict_in_generate=True, **no_stop(model))
+    finally:
+        hook.remove()
+    assert seen_lengths == [ids.shape[1] + 1] + [1] * 4
+    assert out.past_key_values.get_seq_length() == ids.shape[1] + 1 + 4
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_left_padded_batch_matches_each_prompt_alone(attn):
+    model = tiny_model(attn=attn, position_encoding="rotary_2d")
+    short, long = prompt(3, 2, 2), prompt(4, 6, 3)
+    pad = long.shape[1] - short.shape[1]
+    batch = torch.cat([torch.cat([torch.full((1, pad), PAD), short], 1), long])
+    padding = torch.ones_like(batch)
+    padding[0, :pad] = 0
+    together = model.generate(batch, attention_mask=padding, max_new_tokens=6, do_sample=False, **no_stop(model))
+    alone_short = model.generate(short, max_new_tokens=6, do_sample=False, **no_stop(model))
+    alone_long = model.generate(long, max_new_tokens=6, do_sample=False, **no_stop(model))
+    assert together[0, pad:].tolist() == alone_short[0].tolist()
+    assert together[1].tolist() == alone_long[0].tolist()
+
+
+def test_beam_search_with_cache_matches_without():
+    model = tiny_model(position_encoding="rotary_2d")
+    ids = torch.cat([prompt(5, 3, 2), prompt(6, 3, 2)])
+    kwargs = dict(max_new_tokens=5, num_beams=3, num_return_sequences=2, do_sample=False, **no_stop(model))
+    cached = model.generate(ids, **kwargs)
+    uncached = model.generate(ids, use_cache=False, **kwargs)
+    assert cached.shape == (4, ids.shape[1] + 1 + 5)
+    assert cached.tolist() == uncached.tolist()
+
+
+def test_beam_search_with_one_beam_equals_greedy():
+    model = tiny_model()
+    ids = prompt(7, 4, 2)
+    beams = model.generate(ids, max_new_tokens=5, num_beams=1, do_sample=False, **no_stop(model))
+    greedy = model.generate(ids, max_new_tokens=5, do_sample=False, **no_stop(model))
+    assert beams.tolist() == greedy.tolist()
+
+
+def test_sampling_is_reproducible_and_cache_independent():
+    model = tiny_model()
+    ids = torch.cat([prompt(8, 4, 2)] * 2)
+    kwargs = dict(max_new_tokens=6, do_sample=True, top_k=20, temperature=1.5, **no_stop(model))
+    torch.manual_seed(0)
+    cached = model.generate(ids, **kwargs)
+    torch.manual_seed(0)
+    uncached = model.generate(ids, use_cache=False, **kwargs)
+    assert cached.tolist() == uncached.tolist()
+    assert cached[:, : ids.shape[1] + 1].tolist() == torch.cat([ids, torch.full((2, 1), SOP)], 1).tolist()
+
+
+def test_generation_stops_at_end_of_piece():
+    model = tiny_model(tie_word_embeddings=False)
+    with torch.no_grad():
+        model.glm.final_layernorm.weight.zero_()
+        model.glm.final_layernorm.bias.fill_(1.0)
+        model.lm_head.weight[EOP] = 10.0
+    out = model.generate(prompt(9, 3, 1), max_new_tokens=10, do_sample=False)
+    assert out[0, -2:].tolist() == [SOP, EOP]
+
+
+def test_prompt_already_ending_with_sop_is_used_as_is():
+    model = tiny_model()
+    ids = prompt(10, 3, 2)
+    with_sop = torch.cat([ids, torch.tensor([[SOP]])], 1)
+    a = model.generate(ids, max_new_tokens=4, do_sample=False, **no_stop(model))
+    b = model.generate(with_sop, max_new_tokens=4, do_sample=False, **no_stop(model))
+    assert a.tolist() == b.tolist()
+
+
+def test_bad_prompts_raise_clear_errors():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="no blank to fill"):
+        model.generate(torch.tensor([[10, 11, 12]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="max_position_embeddings=64"):
+        model.generate(prompt(11, 70, 0), max_new_tokens=2)
+    with pytest.raises(ValueError, match="left-padded"):
+        model.generate(torch.tensor([[10, MASK, PAD]]), attention_mask=torch.tensor([[1, 1, 0]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(prompt(12, 3, 0), max_new_tokens=80, do_sample=False, **no_stop(model))
