@@ -418,7 +418,9 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
         r"""
         labels (`torch.LongTensor` of shape `[batch, seq]`, *optional*):
             Targets aligned with the inputs: `labels[i]` is the token the model should predict at position i
-            (in Part B, the next span token or `<|endofpiece|>`); -100 positions are ignored.
+            (in Part B, the next span token or `<|endofpiece|>`); -100 positions are ignored. In training mode
+            only the labelled positions are projected onto the vocabulary (GLM's loss covers Part B only), and
+            `logits` is None; in eval mode, or without labels, full logits are returned.
         """
         outputs: BaseModelOutputWithPast = self.glm(
             input_ids=input_ids,
@@ -430,16 +432,26 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])
-        loss = None
-        if labels is not None:
-            if labels.shape != hidden_states.shape[:2]:
-                raise ValueError(
-                    f"labels must align with the inputs ([batch, seq] = {list(hidden_states.shape[:2])}), "
-                    f"got {list(labels.shape)}."
-                )
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        if labels is not None and labels.shape != hidden_states.shape[:2]:
+            raise ValueError(
+                f"labels must align with the inputs ([batch, seq] = {list(hidden_states.shape[:2])}), "
+                f"got {list(labels.shape)}."
+            )
+        loss = logits = None
+        if labels is not None and self.training:
+            # GLM learns only from Part B, so only the labelled positions go through the vocabulary projection.
+            labelled = labels != -100
+            loss = self.loss_function(
+                logits=self.lm_head(hidden_states[labelled]),
+                labels=labels[labelled],
+                vocab_size=self.config.vocab_size,
+                **kwargs,
+            )
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, keep, :])
+            if labels is not None:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,

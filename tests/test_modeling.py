@@ -84,6 +84,21 @@ def test_loss_is_unshifted_cross_entropy_over_labels():
     torch.testing.assert_close(out.loss, expected)
 
 
+def test_training_projects_only_labelled_positions_with_the_same_loss():
+    model = tiny_model()
+    batch = infill_batch()
+    full = model(**batch)
+    full.loss.backward()
+    full_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    sparse = model.train()(**batch)
+    assert sparse.logits is None
+    torch.testing.assert_close(sparse.loss, full.loss)
+    sparse.loss.backward()
+    for expected, parameter in zip(full_grads, model.parameters(), strict=True):
+        torch.testing.assert_close(parameter.grad, expected, atol=1e-7, rtol=1e-5)
+
+
 def test_tiny_model_overfits_a_batch():
     model = tiny_model().train()
     batch = infill_batch(batch=4)
