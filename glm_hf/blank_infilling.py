@@ -74,15 +74,20 @@ def build_attention_mask(
 ) -> torch.Tensor:
     """Boolean "may attend" mask `[batch, 1, query, key]`: causal, or key inside Part A (`key < sep`).
 
-    `query_offset` is the number of cached tokens before the queries. Padding keys are hidden; each query always
-    sees itself, so a padding query never has an empty row (which would turn the softmax into NaN).
+    `query_offset` is the number of cached tokens before the queries. `padding_mask` covers the tokens seen so far
+    (`[batch, query_offset + query_length]`); key slots past it (a static cache's unused tail) are hidden. Each
+    query always sees itself, so a padding query never has an empty row (which would turn the softmax into NaN).
     """
     device = sep.device
     q = torch.arange(query_offset, query_offset + query_length, device=device).view(1, 1, -1, 1)
     k = torch.arange(key_length, device=device).view(1, 1, 1, -1)
     allowed = (k <= q) | (k < sep.view(-1, 1, 1, 1))
     if padding_mask is not None:
-        allowed = allowed & padding_mask[:, None, None, -key_length:].bool()
+        seen = padding_mask.bool()[:, :key_length]
+        unused = key_length - seen.shape[-1]
+        if unused > 0:
+            seen = torch.nn.functional.pad(seen, (0, unused), value=False)
+        allowed = allowed & seen[:, None, None, :]
     return allowed | (k == q)
 
 

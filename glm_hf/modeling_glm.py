@@ -284,7 +284,7 @@ class GLMModel(GLMPreTrainedModel):
             shrink = self.config.embedding_grad_shrink
             inputs_embeds = inputs_embeds * shrink + inputs_embeds.detach() * (1.0 - shrink)
 
-        mask = self._resolve_attention_mask(input_ids, attention_mask, inputs_embeds, past_length)
+        mask = self._resolve_attention_mask(input_ids, attention_mask, inputs_embeds, past_key_values, past_length)
         position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
 
         hidden_states = inputs_embeds
@@ -345,14 +345,20 @@ class GLMModel(GLMPreTrainedModel):
         input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         inputs_embeds: torch.Tensor,
+        past_key_values: Cache | None,
         past_length: int,
     ) -> torch.Tensor | None:
         batch, seq_len = inputs_embeds.shape[:2]
-        key_length = past_length + seq_len
+        seen_length = past_length + seq_len
+        key_length = seen_length
+        if past_key_values is not None:
+            key_length, key_offset = past_key_values.get_mask_sizes(seq_len, 0)
+            if key_offset != 0:
+                raise ValueError("GLM needs a cache that keeps every token (DynamicCache or StaticCache).")
         if attention_mask is not None and attention_mask.dim() == 4:
             if attention_mask.shape[0] != batch or attention_mask.shape[-2:] != (seq_len, key_length):
                 raise ValueError(
-                    f"A 4D attention_mask must have shape [batch, 1, seq, past + seq] = "
+                    f"A 4D attention_mask must have shape [batch, 1, seq, keys] (keys: cached tokens + seq) = "
                     f"{[batch, 1, seq_len, key_length]}, got {list(attention_mask.shape)}."
                 )
             return attention_mask.bool()
@@ -362,15 +368,16 @@ class GLMModel(GLMPreTrainedModel):
             sep = attention_mask.to(inputs_embeds.device, torch.long).reshape(-1).expand(batch)
         else:
             if attention_mask is not None:
-                if attention_mask.shape != (batch, key_length):
+                if attention_mask.shape != (batch, seen_length):
                     raise ValueError(
-                        f"A 2D attention_mask (padding) must have shape [batch, past + seq] = {[batch, key_length]}, "
+                        f"A 2D attention_mask (padding) must have shape [batch, past + seq] = {[batch, seen_length]}, "
                         f"got {list(attention_mask.shape)}."
                     )
                 padding = attention_mask
             if past_length > 0:
                 # Continuing from a cache: the cached prefix already holds Part A, new tokens are Part B.
-                if seq_len == 1 and (padding is None or bool(padding.all())):
+                no_padding = padding is None or bool(padding.all())
+                if seq_len == 1 and key_length == seen_length and no_padding:
                     return None
                 sep = torch.zeros(batch, dtype=torch.long, device=inputs_embeds.device)
             elif input_ids is None:
@@ -476,6 +483,11 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
             kwargs["attention_mask"] = layout.attention_mask
             kwargs["position_ids"] = layout.position_ids
         return super().generate(input_ids, generation_config, **kwargs)
+
+    def create_masks_for_generate(self, config, inputs_embeds, attention_mask, past_key_values, **kwargs):
+        """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches:
+        forward builds the GLM mask (bidirectional Part A) itself."""
+        return attention_mask
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         position_ids = model_kwargs.pop("position_ids", None)
