@@ -72,11 +72,14 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference attention: a boolean "may attend" mask, THUDM's `attention_scale` overflow guard and an optional
-    float32 softmax. Used for parity checks and `output_attentions`."""
+    """Reference attention: a boolean "may attend" mask, THUDM's `attention_scale` overflow guard, and (with
+    `attention_softmax_in_fp32`) the guard arithmetic and softmax in float32, as GLM-130B/ChatGLM do. Used for
+    parity checks and `output_attentions`."""
     config = module.config
     guard = config.attention_scale
     scores = torch.matmul(query * (scaling / guard), key.transpose(2, 3))
+    if config.attention_softmax_in_fp32:
+        scores = scores.float()
     if attention_mask is None:
         q_len, k_len = scores.shape[-2:]
         attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
@@ -86,8 +89,7 @@ def eager_attention_forward(
         scores = scores + attention_mask
     if guard > 1.0:
         scores = (scores - scores.amax(dim=-1, keepdim=True)) * guard
-    softmax_dtype = torch.float32 if config.attention_softmax_in_fp32 else scores.dtype
-    weights = nn.functional.softmax(scores, dim=-1, dtype=softmax_dtype).to(query.dtype)
+    weights = nn.functional.softmax(scores, dim=-1).to(query.dtype)
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
     output = torch.matmul(weights, value).transpose(1, 2).contiguous()
     return output, weights

@@ -269,6 +269,15 @@ def test_embedding_grad_shrink_scales_only_the_gradient():
     torch.testing.assert_close(shrunk.lm_head.weight.grad, plain.lm_head.weight.grad, atol=1e-6, rtol=1e-4)
 
 
+def test_fp32_softmax_switch_changes_half_precision_attention():
+    batch = infill_batch()
+    guarded = dict(attn="eager", initializer_range=0.3, attention_scale=8.0)
+    fp32 = tiny_model(seed=0, **guarded).to(torch.bfloat16)
+    low = tiny_model(seed=0, attention_softmax_in_fp32=False, **guarded).to(torch.bfloat16)
+    torch.testing.assert_close(low(**batch).logits, fp32(**batch).logits, atol=0.5, rtol=0.1)
+    assert not torch.equal(low(**batch).logits, fp32(**batch).logits)
+
+
 def test_attention_scale_guard_is_a_numerical_no_op():
     batch = infill_batch()
     plain = tiny_model(seed=0, attn="eager")
