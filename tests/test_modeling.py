@@ -324,6 +324,23 @@ def test_save_and_load_are_bit_identical(tmp_path, variant):
     assert loaded.generation_config.eos_token_id == [EOP, 3]
 
 
+def test_widening_cpu_weights_are_column_major_after_init_and_load(tmp_path):
+    def layouts(model):
+        layer = model.glm.layers[0]
+        return (
+            layer.attention.query_key_value.weight.stride(),
+            layer.mlp.dense_h_to_4h.weight.stride(),
+            layer.mlp.dense_4h_to_h.weight.is_contiguous(),
+        )
+
+    model = tiny_model()
+    assert layouts(model) == ((1, 96), (1, 128), True)
+    model.save_pretrained(tmp_path)
+    loaded, info = GLMForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert layouts(loaded) == layouts(model)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
 def test_auto_classes_resolve(tmp_path):
     config = tiny_config()
     config.save_pretrained(tmp_path)
