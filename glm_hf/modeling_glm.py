@@ -399,6 +399,11 @@ class GLMModel(GLMPreTrainedModel):
 
         padding = None
         if attention_mask is not None and attention_mask.dim() <= 1:
+            if attention_mask.numel() not in (1, batch) or attention_mask.is_floating_point():
+                raise ValueError(
+                    f"A 1D attention_mask holds one integer Part A length per row ([batch] = [{batch}]), got "
+                    f"shape {list(attention_mask.shape)} of {attention_mask.dtype}."
+                )
             sep = attention_mask.to(inputs_embeds.device, torch.long).reshape(-1).expand(batch)
         else:
             if attention_mask is not None:

@@ -378,6 +378,8 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.randint(9, 60, (1, 70)))
     with pytest.raises(ValueError, match="4D attention_mask"):
         model(ids, attention_mask=torch.ones(1, 1, 4, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="one integer Part A length per row"):
+        model(torch.cat([ids, ids]), attention_mask=torch.tensor([2, 2, 2]))
     with pytest.raises(ValueError, match="2D attention_mask"):
         model(ids, attention_mask=torch.ones(1, 5))
     with pytest.raises(ValueError, match="labels must align"):
