@@ -80,8 +80,9 @@ def test_generate_uses_a_real_cache_without_recomputing_the_prefix():
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_left_padded_batch_matches_each_prompt_alone(attn):
-    model = gen_model(attn=attn, position_encoding="rotary_2d")
+@pytest.mark.parametrize("positions", ["learned_2d", "rotary_2d"])
+def test_left_padded_batch_matches_each_prompt_alone(attn, positions):
+    model = gen_model(attn=attn, position_encoding=positions)
     short, long = prompt(3, 2, 2), prompt(4, 6, 3)
     pad = long.shape[1] - short.shape[1]
     batch = torch.cat([torch.cat([torch.full((1, pad), PAD), short], 1), long])

@@ -178,8 +178,9 @@ def test_cache_equals_no_cache(variant):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_left_padded_equals_unpadded(attn):
-    model = tiny_model(attn=attn, position_encoding="rotary_2d")
+@pytest.mark.parametrize("positions", ["learned_2d", "rotary_2d"])
+def test_left_padded_equals_unpadded(attn, positions):
+    model = tiny_model(attn=attn, position_encoding=positions)
     g = torch.Generator().manual_seed(3)
     short = torch.cat([random_words(g, 1, 3), torch.tensor([[MASK, SOP]]), random_words(g, 1, 2)], 1)
     long = torch.cat([random_words(g, 1, 6), torch.tensor([[MASK, SOP]]), random_words(g, 1, 2)], 1)
