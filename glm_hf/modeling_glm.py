@@ -313,6 +313,11 @@ class GLMModel(GLMPreTrainedModel):
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
 
         if inputs_embeds is None:
+            if input_ids.numel() and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < self.config.vocab_size:
+                raise ValueError(
+                    f"input_ids must lie in [0, vocab_size={self.config.vocab_size}); got ids from "
+                    f"{int(input_ids.min())} to {int(input_ids.max())}. Was the tokenizer made for this model?"
+                )
             inputs_embeds = self.word_embeddings(input_ids)
         if self.config.embedding_grad_shrink < 1.0:
             shrink = self.config.embedding_grad_shrink

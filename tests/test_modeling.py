@@ -385,6 +385,8 @@ def test_bad_inputs_raise_clear_errors():
         model(ids, attention_mask=torch.ones(1, 5))
     with pytest.raises(ValueError, match="labels must align"):
         model(ids, labels=torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="vocab_size=60"):
+        model(torch.tensor([[10, 60]]))
     with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
         model()
     cache = model(ids, use_cache=True).past_key_values
