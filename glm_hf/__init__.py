@@ -1,13 +1,14 @@
 """glm-hf: GLM (autoregressive blank infilling) as a native HuggingFace Transformers model.
 
-Importing this package registers GLM with the Auto classes (`model_type="glm_hf"`).
+Importing this package registers GLM's config, models and tokenizer with the Auto classes (`model_type="glm_hf"`).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from . import blank_infilling
 from .configuration_glm import GLMConfig
 from .modeling_glm import GLMForConditionalGeneration, GLMModel, GLMPreTrainedModel
+from .tokenization_glm import GLMTokenizer
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,7 @@ def _register() -> None:
     AutoModel.register(GLMConfig, GLMModel, exist_ok=True)
     AutoModelForCausalLM.register(GLMConfig, GLMForConditionalGeneration, exist_ok=True)
     AutoModelForSeq2SeqLM.register(GLMConfig, GLMForConditionalGeneration, exist_ok=True)
+    AutoTokenizer.register(GLMConfig, tokenizer_class=GLMTokenizer, exist_ok=True)
 
 
 _register()
@@ -26,5 +28,6 @@ __all__ = [
     "GLMModel",
     "GLMPreTrainedModel",
     "GLMForConditionalGeneration",
+    "GLMTokenizer",
     "blank_infilling",
 ]

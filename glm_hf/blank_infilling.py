@@ -169,3 +169,41 @@ def infilling_example(
         positions += [blank] * (len(span) + 1)
         blocks += list(range(1, len(span) + 2))
     return {"input_ids": input_ids, "labels": labels, "position_ids": [positions, blocks], "sep": len(part_a)}
+
+
+def multiple_choice_layout(
+    part_a: list[int], choices: list[list[int]], blank_token_ids: list[int], sop_token_id: int
+) -> dict:
+    """All choices of one cloze example in one sequence: Part A, then each choice as its own span
+    `<|startofpiece|> c_1 .. c_{n-1}` with labels `c_1 .. c_n`, filling the first blank of Part A.
+
+    Each span sees Part A and its own prefix only (not the other choices), so one forward pass scores every
+    choice as if it were generated alone. Returns `input_ids`, `position_ids` `[2, seq]`, a boolean
+    `attention_mask` `[seq, seq]`, `labels` and `choice_index` (the choice each labelled position scores, else -1).
+    """
+    blanks = [i for i, token in enumerate(part_a) if token in blank_token_ids]
+    if not blanks:
+        raise ValueError("The multiple-choice prompt has no blank ([MASK], [sMASK] or [gMASK]) for the choices.")
+    if any(len(choice) == 0 for choice in choices):
+        raise ValueError("Every choice needs at least one token.")
+    blank, n_a = blanks[0], len(part_a)
+    input_ids, labels, choice_index = list(part_a), [-100] * n_a, [-1] * n_a
+    positions, blocks, segment = list(range(n_a)), [0] * n_a, [-1] * n_a
+    for k, choice in enumerate(choices):
+        input_ids += [sop_token_id, *choice[:-1]]
+        labels += choice
+        choice_index += [k] * len(choice)
+        positions += [blank] * len(choice)
+        blocks += list(range(1, len(choice) + 1))
+        segment += [k] * len(choice)
+    seg = torch.tensor(segment)
+    idx = torch.arange(len(input_ids))
+    same_span = (seg[:, None] == seg[None, :]) & (idx[None, :] <= idx[:, None]) & (seg[:, None] >= 0)
+    attention_mask = (idx[None, :] < n_a) | same_span
+    return {
+        "input_ids": input_ids,
+        "position_ids": [positions, blocks],
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "choice_index": choice_index,
+    }

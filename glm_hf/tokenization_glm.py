@@ -1,0 +1,244 @@
+"""GLMTokenizer: a fast (`tokenizers`-backed) tokenizer with GLM's blank and span tokens and its input builders."""
+
+from collections.abc import Iterable, Iterator
+
+import torch
+from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers.models import BPE
+from tokenizers.trainers import BpeTrainer
+from transformers import BatchEncoding, TokenizersBackend
+from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
+
+from .blank_infilling import build_position_ids, generation_layout, infilling_example, multiple_choice_layout
+
+# The GLM special tokens in the order of their default ids (GLMConfig's defaults follow this order).
+DEFAULT_SPECIAL_TOKENS = {
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+    "cls_token": "[CLS]",
+    "eos_token": "<|endoftext|>",
+    "mask_token": "[MASK]",
+    "smask_token": "[sMASK]",
+    "gmask_token": "[gMASK]",
+    "sop_token": "<|startofpiece|>",
+    "eop_token": "<|endofpiece|>",
+}
+# Named special tokens that transformers has no slot for; they become `tokenizer.<name>` / `<name>_id`.
+GLM_EXTRA_TOKENS = ("smask_token", "gmask_token", "sop_token", "eop_token")
+
+
+class GLMTokenizer(TokenizersBackend):
+    """Tokenizer for GLM models.
+
+    Any `tokenizers` backend (byte-level BPE, GPT-2/RoBERTa BPE, WordPiece, SentencePiece Unigram) plus GLM's special
+    tokens: `[MASK]`, `[sMASK]`, `[gMASK]` (blanks), `<|startofpiece|>` / `<|endofpiece|>` (span start / end), and cls,
+    eos, pad, unk. Literal blank strings in text become blank tokens unless `split_special_tokens=True`.
+    Pads on the left by default, like HF decoder-only tokenizers, so batches are ready for `generate()`.
+
+    Build one with `GLMTokenizer.from_backend(tokenizer, special_tokens)`, train one with `GLMTokenizer.train_bpe`,
+    or import THUDM's vocabularies with `glm_hf.convert.vocab`.
+    """
+
+    padding_side = "left"
+    model_input_names = ["input_ids", "attention_mask"]
+
+    @classmethod
+    def from_backend(
+        cls, backend: Tokenizer, special_tokens: dict[str, str] | None = None, **kwargs
+    ) -> "GLMTokenizer":
+        """Wraps a `tokenizers.Tokenizer` whose vocabulary already holds the GLM special tokens.
+
+        `special_tokens` maps names (`pad_token`, `unk_token`, `cls_token`, `eos_token`, `mask_token`, `smask_token`,
+        `gmask_token`, `sop_token`, `eop_token`) to token strings; missing names take GLM's default strings.
+        """
+        tokens = {**DEFAULT_SPECIAL_TOKENS, **(special_tokens or {})}
+        missing = [token for token in tokens.values() if backend.token_to_id(token) is None]
+        if missing:
+            raise ValueError(
+                f"The vocabulary has no id for the special tokens {missing}; add them to the backend tokenizer first "
+                f"(tokenizers.Tokenizer.add_special_tokens) so that their ids are fixed."
+            )
+        extra = {name: tokens.pop(name) for name in GLM_EXTRA_TOKENS}
+        return cls(tokenizer_object=backend, extra_special_tokens=extra, **tokens, **kwargs)
+
+    @classmethod
+    def train_bpe(
+        cls, texts: Iterable[str], vocab_size: int = 32000, min_frequency: int = 2, show_progress: bool = False
+    ) -> "GLMTokenizer":
+        """Trains a byte-level BPE on `texts` (any language; every byte is covered, so nothing is ever unknown)
+        with the GLM special tokens at ids 0-8 in `DEFAULT_SPECIAL_TOKENS` order."""
+        backend = Tokenizer(BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        backend.decoder = decoders.ByteLevel()
+        trainer = BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(DEFAULT_SPECIAL_TOKENS.values()),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=show_progress,
+        )
+        backend.train_from_iterator(texts, trainer=trainer)
+        backend.post_processor = processors.ByteLevel(trim_offsets=False)
+        return cls.from_backend(backend)
+
+    def train_new_from_iterator(
+        self, text_iterator: Iterator[str], vocab_size: int, length: int | None = None, **kwargs
+    ) -> "GLMTokenizer":
+        """A new byte-level BPE trained on `text_iterator`, with this tokenizer's special tokens at ids 0-8."""
+        if kwargs:
+            raise ValueError(f"GLMTokenizer.train_new_from_iterator takes no extra options, got {sorted(kwargs)}.")
+        trained = type(self).train_bpe(text_iterator, vocab_size=vocab_size)
+        trained.padding_side = self.padding_side
+        return trained
+
+    @property
+    def mask_token_ids(self) -> list[int]:
+        """Ids of the three blank tokens: `[MASK]`, `[sMASK]`, `[gMASK]`."""
+        return [self.mask_token_id, self.smask_token_id, self.gmask_token_id]
+
+    def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
+        truncation = kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE)
+        if truncation == TruncationStrategy.DO_NOT_TRUNCATE or kwargs.get("return_overflowing_tokens"):
+            return super()._encode_plus(text, text_pair, **kwargs)
+        untruncated = dict(
+            kwargs,
+            truncation_strategy=TruncationStrategy.DO_NOT_TRUNCATE,
+            padding_strategy=PaddingStrategy.DO_NOT_PAD,
+            return_tensors=None,
+        )
+        before = super()._encode_plus(text, text_pair, **untruncated)["input_ids"]
+        encoded = super()._encode_plus(text, text_pair, **kwargs)
+        after = encoded["input_ids"]
+        self._check_blanks_kept(before, after)
+        return encoded
+
+    def _check_blanks_kept(self, before, after) -> None:
+        blanks = torch.tensor(self.mask_token_ids)
+        rows_before = [before] if before and isinstance(before[0], int) else before
+        after = after.tolist() if isinstance(after, torch.Tensor) else after
+        rows_after = [after] if after and isinstance(after[0], int) else after
+        for row, (full, cut) in enumerate(zip(rows_before, rows_after, strict=True)):
+            kept = int(torch.isin(torch.tensor(cut, dtype=torch.long), blanks).sum())
+            total = int(torch.isin(torch.tensor(full, dtype=torch.long), blanks).sum())
+            if kept < total:
+                raise ValueError(
+                    f"Truncation would remove {total - kept} of the {total} blanks in text {row}; shorten the text "
+                    f"around the blank, raise max_length, or set truncation_side='left'/'right' to cut the other end."
+                )
+
+    def build_inputs_for_generation(
+        self,
+        model_input: BatchEncoding | dict,
+        max_gen_length: int = 512,
+        targets: list[str] | None = None,
+        padding: bool = False,
+    ) -> BatchEncoding:
+        """Turns tokenized prompts (each with a blank) into GLM inputs.
+
+        Without `targets`: inputs for `model.generate()`, i.e. each prompt plus `<|startofpiece|>`, left-padded, with
+        `attention_mask` and `position_ids` `[batch, 2, seq]`. With `targets` (one string per prompt): a training
+        batch where each target fills its prompt's first blank, with `labels` (-100 outside the span) aligned GLM's
+        way; Part A is left-padded and spans right-padded so all spans start in one column. `max_gen_length` bounds
+        a target's length including `<|endofpiece|>` (longer targets raise an error); with `padding=True` every
+        span is padded to it, so all batches have the same width. Generation length is `generate(max_new_tokens=...)`.
+        """
+        prompts = self._rows(model_input["input_ids"], model_input.get("attention_mask"))
+        if targets is None:
+            return self._generation_batch(prompts)
+        if len(targets) != len(prompts):
+            raise ValueError(f"Got {len(targets)} targets for {len(prompts)} prompts; pass one target per prompt.")
+        spans = self(list(targets), add_special_tokens=False)["input_ids"]
+        rows = []
+        for prompt, span in zip(prompts, spans, strict=True):
+            if len(span) + 1 > max_gen_length:
+                raise ValueError(
+                    f"A target has {len(span)} tokens plus <|endofpiece|>, more than max_gen_length={max_gen_length}; "
+                    f"raise max_gen_length or shorten the target."
+                )
+            example = infilling_example(prompt, [span], self.mask_token_ids, self.sop_token_id, self.eop_token_id)
+            rows.append(example)
+        span_width = max_gen_length if padding else None
+        return self._training_batch(rows, span_width)
+
+    def build_inputs_for_multiple_choice(self, model_input: BatchEncoding | dict, choices: list[list[str]]) -> dict:
+        """One sequence per example holding all its choices as separate Part B spans, each seeing Part A and its
+        own prefix only (one forward pass scores every choice), as THUDM's builder does. Returns `input_ids`,
+        `position_ids`, a 4D boolean `attention_mask`, `labels` (each choice's tokens, -100 elsewhere) and
+        `choice_index` (which choice each labelled position scores, -1 elsewhere). Rows are right-padded."""
+        prompts = self._rows(model_input["input_ids"], model_input.get("attention_mask"))
+        if len(choices) != len(prompts):
+            raise ValueError(f"Got choices for {len(choices)} examples but {len(prompts)} prompts.")
+        layouts = []
+        for prompt, options in zip(prompts, choices, strict=True):
+            if not options:
+                raise ValueError("Every example needs at least one choice.")
+            tokenized = self(list(options), add_special_tokens=False)["input_ids"]
+            layouts.append(multiple_choice_layout(prompt, tokenized, self.mask_token_ids, self.sop_token_id))
+        width = max(len(layout["input_ids"]) for layout in layouts)
+        batch = {
+            "input_ids": torch.full((len(layouts), width), self.pad_token_id),
+            "position_ids": torch.zeros(len(layouts), 2, width, dtype=torch.long),
+            "attention_mask": torch.zeros(len(layouts), 1, width, width, dtype=torch.bool),
+            "labels": torch.full((len(layouts), width), -100),
+            "choice_index": torch.full((len(layouts), width), -1),
+        }
+        for row, layout in enumerate(layouts):
+            n = len(layout["input_ids"])
+            batch["input_ids"][row, :n] = torch.tensor(layout["input_ids"])
+            batch["position_ids"][row, :, :n] = torch.tensor(layout["position_ids"])
+            batch["attention_mask"][row, 0, :n, :n] = layout["attention_mask"]
+            batch["attention_mask"][row, 0, n:, n:] = torch.eye(width - n, dtype=torch.bool)
+            batch["labels"][row, :n] = torch.tensor(layout["labels"])
+            batch["choice_index"][row, :n] = torch.tensor(layout["choice_index"])
+        return batch
+
+    def _rows(self, input_ids, attention_mask) -> list[list[int]]:
+        """Unpadded token lists from tokenizer output (lists or tensors, padded or not)."""
+        ids = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
+        if ids and isinstance(ids[0], int):
+            ids = [ids]
+        if attention_mask is None:
+            return [list(row) for row in ids]
+        mask = attention_mask.tolist() if isinstance(attention_mask, torch.Tensor) else list(attention_mask)
+        if mask and isinstance(mask[0], int):
+            mask = [mask]
+        return [
+            [t for t, keep in zip(row, keep_row, strict=True) if keep] for row, keep_row in zip(ids, mask, strict=True)
+        ]
+
+    def _generation_batch(self, prompts: list[list[int]]) -> BatchEncoding:
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id)
+        padding = torch.zeros(len(prompts), width, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            padding[row, width - len(prompt) :] = 1
+        layout = generation_layout(input_ids, self.mask_token_ids, self.sop_token_id, padding)
+        return BatchEncoding(
+            {
+                "input_ids": layout.input_ids,
+                "attention_mask": layout.attention_mask,
+                "position_ids": layout.position_ids,
+            }
+        )
+
+    def _training_batch(self, rows: list[dict], span_width: int | None) -> BatchEncoding:
+        """Left-pads Part A and right-pads Part B, so every row's span starts in the same column."""
+        part_a = max(row["sep"] for row in rows)
+        part_b = span_width or max(len(row["input_ids"]) - row["sep"] for row in rows)
+        width = part_a + part_b
+        input_ids = torch.full((len(rows), width), self.pad_token_id)
+        labels = torch.full((len(rows), width), -100)
+        padding = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, row in enumerate(rows):
+            start, n = part_a - row["sep"], len(row["input_ids"])
+            input_ids[i, start : start + n] = torch.tensor(row["input_ids"])
+            labels[i, start : start + n] = torch.tensor(row["labels"])
+            padding[i, start : start + n] = 1
+        position_ids = build_position_ids(input_ids, self.mask_token_ids, self.sop_token_id, padding)
+        return BatchEncoding(
+            {"input_ids": input_ids, "attention_mask": padding, "position_ids": position_ids, "labels": labels}
+        )
+
+
+__all__ = ["GLMTokenizer", "DEFAULT_SPECIAL_TOKENS"]
