@@ -1,14 +1,17 @@
 """The `glm-hf` command line."""
 
 import argparse
+import os
 import random
 import time
+from collections.abc import Iterator
 
 import torch
 
 from .blank_infilling import infilling_example
 from .configuration_glm import GLMConfig
 from .modeling_glm import GLMForConditionalGeneration
+from .tokenization_glm import GLMTokenizer
 
 FIRST_WORD_ID = 9  # ids below are GLMConfig's default special tokens
 
@@ -87,6 +90,23 @@ def run_tiny(args: argparse.Namespace) -> None:
         print(f"saved to {args.save}")
 
 
+def read_lines(paths: list[str]) -> Iterator[str]:
+    """Non-empty lines of UTF-8 text files, streamed."""
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            yield from (line.rstrip("\n") for line in handle if line.strip())
+
+
+def run_tokenizer_train(args: argparse.Namespace) -> None:
+    """Trains a byte-level BPE GLM tokenizer on text files and saves it."""
+    missing = [path for path in args.files if not os.path.isfile(path)]
+    if missing:
+        raise SystemExit(f"glm-hf tokenizer train: no such file: {', '.join(missing)}")
+    tokenizer = GLMTokenizer.train_bpe(read_lines(args.files), vocab_size=args.vocab_size, show_progress=True)
+    tokenizer.save_pretrained(args.output)
+    print(f"trained a {len(tokenizer):,}-token GLM tokenizer; saved to {args.output}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glm-hf", description="GLM models for HuggingFace Transformers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--save", help="folder to save the trained model to")
     tiny.set_defaults(handler=run_tiny)
+
+    tokenizer = commands.add_parser("tokenizer", help="tokenizer tools")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
+    train = tokenizer_commands.add_parser("train", help="train a byte-level BPE GLM tokenizer on text files")
+    train.add_argument("files", nargs="+", help="UTF-8 text files, one or more documents per line")
+    train.add_argument("--vocab-size", type=int, default=32000)
+    train.add_argument("--output", required=True, help="folder to save the tokenizer to")
+    train.set_defaults(handler=run_tokenizer_train)
     return parser
 
 
