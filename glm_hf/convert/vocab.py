@@ -1,0 +1,153 @@
+"""Import THUDM's GLM vocabularies as `GLMTokenizer`s that give the ids THUDM's tokenizers give.
+
+Special-token ids follow THUDM's code (`THUDM/GLM` `data_utils/tokenization.py`, the Hub `tokenization_glm.py`):
+
+- GPT-2 BPE (glm-2b, glm-10b): text 0-50256; eos = pad `<|endoftext|>` 50256, sop 50257, eop 50258,
+  `[CLS]` 50259, `[MASK]` 50260, `[SEP]` 50261, `[UNK]` 50262, `[gMASK]` 50263, `[sMASK]` 50264.
+- RoBERTa BPE (glm-roberta-large): text 0-50264; `<s>` 0 (cls), `</s>` 2 (eos, pad, sep), `<unk>` 3,
+  `<mask>` 50264, sop 50265, eop 50266, `[gMASK]` 50267, `[sMASK]` 50268.
+- BERT WordPiece uncased (glm-large, glm-515m): text 0-30521; `[PAD]` 0, `[UNK]` 100, `[CLS]` 101,
+  `[SEP]` 102 (eos), `[MASK]` 103, sop 30522, eop 30523, `[gMASK]` 30524, `[sMASK]` 30525.
+- SentencePiece cog-pretrain (glm-large-chinese, glm-10b-chinese): text 0-49999; eos = pad `<|endoftext|>` 50000,
+  `[SEP]` 50001, `[CLS]` 50002, `[MASK]` 50003, `[UNUSED1]` 50004, `[UNUSED2]` 50005, sop 50006, eop 50007,
+  `[sMASK]` 50008, `[gMASK]` 50009.
+
+Inputs are built as THUDM's Hub tokenizers build them: `[CLS] text <eos>` (BERT: `[CLS] text [SEP]`; RoBERTa:
+`<s> text </s>`). Blank tokens strip the whitespace on their left, as THUDM's `lstrip` command tokens do.
+"""
+
+import json
+import os
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import BPE, WordPiece
+from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+from ..tokenization_glm import GLMTokenizer
+
+BLANKS = ("[MASK]", "[sMASK]", "[gMASK]")
+
+
+def _require(*paths: str) -> None:
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Vocabulary file not found: {path}")
+
+
+def _add_specials(backend: Tokenizer, tokens: list[tuple[str, int]]) -> None:
+    """Adds special tokens so that each lands on its THUDM id; tokens already in the vocabulary keep theirs."""
+    for token, expected in tokens:
+        backend.add_special_tokens([AddedToken(token, lstrip=token in BLANKS or token == "<mask>", normalized=False)])
+        actual = backend.token_to_id(token)
+        if actual != expected:
+            raise ValueError(
+                f"{token!r} landed on id {actual}, but THUDM's layout puts it at {expected}: the vocabulary file "
+                f"does not have the size this layout expects."
+            )
+
+
+def _template(backend: Tokenizer, first: str, last: str, offsets: processors.PostProcessor | None = None) -> None:
+    template = processors.TemplateProcessing(
+        single=f"{first} $A {last}",
+        special_tokens=[(first, backend.token_to_id(first)), (last, backend.token_to_id(last))],
+    )
+    backend.post_processor = processors.Sequence([offsets, template]) if offsets else template
+
+
+def _byte_level_bpe(vocab_file: str, merges_file: str) -> Tokenizer:
+    _require(vocab_file, merges_file)
+    backend = Tokenizer(BPE.from_file(vocab_file, merges_file))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def gpt2_tokenizer(vocab_file: str, merges_file: str) -> GLMTokenizer:
+    """GLM-2B / GLM-10B: GPT-2's BPE plus GLM's command tokens from id 50257."""
+    backend = _byte_level_bpe(vocab_file, merges_file)
+    specials = ["<|endoftext|>", "<|startofpiece|>", "<|endofpiece|>", "[CLS]", "[MASK]", "[SEP]", "[UNK]"]
+    specials += ["[gMASK]", "[sMASK]"]
+    _add_specials(backend, list(zip(specials, [50256, *range(50257, 50265)], strict=True)))
+    _template(backend, "[CLS]", "<|endoftext|>", processors.ByteLevel(trim_offsets=False))
+    return GLMTokenizer.from_backend(
+        backend,
+        {"pad_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "[UNK]", "sep_token": "[SEP]"},
+    )
+
+
+def roberta_tokenizer(vocab_file: str, merges_file: str) -> GLMTokenizer:
+    """GLM-RoBERTa: RoBERTa's BPE (fairseq order) plus sop/eop from id 50265. Its blank is written `<mask>`;
+    `[gMASK]`/`[sMASK]` exist only in THUDM's task-mask pretraining layout."""
+    backend = _byte_level_bpe(vocab_file, merges_file)
+    specials = [("<s>", 0), ("</s>", 2), ("<unk>", 3), ("<mask>", 50264)]
+    specials += [("<|startofpiece|>", 50265), ("<|endofpiece|>", 50266), ("[gMASK]", 50267), ("[sMASK]", 50268)]
+    _add_specials(backend, specials)
+    _template(backend, "<s>", "</s>", processors.ByteLevel(trim_offsets=False))
+    names = {"pad_token": "</s>", "eos_token": "</s>", "unk_token": "<unk>", "cls_token": "<s>", "sep_token": "</s>"}
+    return GLMTokenizer.from_backend(backend, {**names, "mask_token": "<mask>"})
+
+
+def bert_tokenizer(vocab_file: str) -> GLMTokenizer:
+    """GLM-Base / GLM-Large / GLM-515M: BERT's uncased WordPiece plus sop/eop (and task masks) from id 30522."""
+    _require(vocab_file)
+    with open(vocab_file, encoding="utf-8") as handle:
+        vocab = {line.rstrip("\n"): i for i, line in enumerate(handle) if line.rstrip("\n")}
+    backend = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    specials = [("[PAD]", 0), ("[UNK]", 100), ("[CLS]", 101), ("[SEP]", 102), ("[MASK]", 103)]
+    specials += [("<|startofpiece|>", 30522), ("<|endofpiece|>", 30523), ("[gMASK]", 30524), ("[sMASK]", 30525)]
+    _add_specials(backend, specials)
+    _template(backend, "[CLS]", "[SEP]")
+    names = {"pad_token": "[PAD]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]"}
+    return GLMTokenizer.from_backend(backend, names)
+
+
+def cog_sentencepiece_tokenizer(model_file: str) -> GLMTokenizer:
+    """GLM-Large-Chinese / GLM-10B-Chinese: the cog-pretrain SentencePiece model plus GLM's command tokens from
+    id 50000 (the Hub layout: `[sMASK]` 50008, `[gMASK]` 50009)."""
+    backend = _sentencepiece_backend(model_file)
+    specials = ["<|endoftext|>", "[SEP]", "[CLS]", "[MASK]", "[UNUSED1]", "[UNUSED2]"]
+    specials += ["<|startofpiece|>", "<|endofpiece|>", "[sMASK]", "[gMASK]"]
+    _add_specials(backend, list(zip(specials, range(50000, 50010), strict=True)))
+    _template(backend, "[CLS]", "<|endoftext|>")
+    names = {"pad_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "sep_token": "[SEP]"}
+    return GLMTokenizer.from_backend(backend, names)
+
+
+def _sentencepiece_backend(model_file: str) -> Tokenizer:
+    """A `tokenizers` copy of a SentencePiece BPE model (pieces and merges read by transformers' extractor), with
+    SentencePiece's nmt_nfkc normalisation and whitespace collapsing, and `▁` prefixed to every text chunk between
+    special tokens, as SentencePiece does when THUDM encodes the chunks one by one."""
+    _require(model_file)
+    spm = SentencePieceExtractor(model_file).extract(BPE)
+    backend = Tokenizer(BPE(spm["vocab"], spm["merges"], unk_token="<unk>", fuse_unk=True, dropout=None))
+    steps = [normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
+    if spm["_spm_precompiled_charsmap"]:
+        steps.insert(0, normalizers.Precompiled(spm["_spm_precompiled_charsmap"]))
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.add_tokens(spm["additional_special_tokens"])
+    return backend
+
+
+def load_thudm_vocabulary(folder: str) -> GLMTokenizer:
+    """Imports the vocabulary files found in a THUDM checkpoint folder (or a folder of them)."""
+    files = set(os.listdir(folder))
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    if "cog-pretrain.model" in files:
+        return cog_sentencepiece_tokenizer(path("cog-pretrain.model"))
+    if {"vocab.json", "merges.txt"} <= files:
+        with open(path("vocab.json"), encoding="utf-8") as handle:
+            is_roberta = "<mask>" in json.load(handle)
+        importer = roberta_tokenizer if is_roberta else gpt2_tokenizer
+        return importer(path("vocab.json"), path("merges.txt"))
+    if "vocab.txt" in files:
+        return bert_tokenizer(path("vocab.txt"))
+    raise FileNotFoundError(
+        f"No THUDM vocabulary in {folder}: expected cog-pretrain.model, vocab.json + merges.txt, or vocab.txt."
+    )
