@@ -37,7 +37,8 @@ def _require(*paths: str) -> None:
 def _add_specials(backend: Tokenizer, tokens: list[tuple[str, int]]) -> None:
     """Adds special tokens so that each lands on its THUDM id; tokens already in the vocabulary keep theirs."""
     for token, expected in tokens:
-        backend.add_special_tokens([AddedToken(token, lstrip=token in BLANKS or token == "<mask>", normalized=False)])
+        lstrip = token in BLANKS or token == "<mask>"
+        backend.add_special_tokens([AddedToken(token, lstrip=lstrip, normalized=False)])
         actual = backend.token_to_id(token)
         if actual != expected:
             raise ValueError(
