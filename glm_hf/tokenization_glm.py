@@ -1,5 +1,6 @@
 """GLMTokenizer: a fast (`tokenizers`-backed) tokenizer with GLM's blank and span tokens and its input builders."""
 
+import re
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -25,6 +26,21 @@ DEFAULT_SPECIAL_TOKENS = {
 }
 # Named special tokens that transformers has no slot for; they become `tokenizer.<name>` / `<name>_id`.
 GLM_EXTRA_TOKENS = ("smask_token", "gmask_token", "sop_token", "eop_token")
+# ChatGLM's whitespace pieces: newline, tab and runs of 2-80 spaces each become one token.
+WHITESPACE_PIECES = ("<n>", "<|tab|>", *(f"<|blank_{n}|>" for n in range(2, 81)))
+
+
+def encode_whitespace(text: str) -> str:
+    """ChatGLM's text preprocessing: `\n` -> `<n>`, `\t` -> `<|tab|>`, a run of n spaces (2 <= n <= 80) ->
+    `<|blank_n|>` (longer runs are cut into runs of 80)."""
+    text = text.replace("\n", "<n>").replace("\t", "<|tab|>")
+    return re.sub(" {2,80}", lambda run: f"<|blank_{len(run.group())}|>", text)
+
+
+def decode_whitespace(text: str) -> str:
+    """Undoes `encode_whitespace`."""
+    text = re.sub(r"<\|blank_(\d+)\|>", lambda piece: " " * int(piece.group(1)), text)
+    return text.replace("<n>", "\n").replace("<|tab|>", "\t")
 
 
 class GLMTokenizer(TokenizersBackend):
@@ -96,7 +112,29 @@ class GLMTokenizer(TokenizersBackend):
         """Ids of the three blank tokens: `[MASK]`, `[sMASK]`, `[gMASK]`."""
         return [self.mask_token_id, self.smask_token_id, self.gmask_token_id]
 
+    @property
+    def whitespace_tokens(self) -> bool:
+        """Whether newlines, tabs and runs of spaces become ChatGLM's whitespace pieces before encoding."""
+        return bool(self.init_kwargs.get("whitespace_tokens", False))
+
+    def _whitespace_pieces(self, text):
+        """ChatGLM preprocessing of str / list[str] inputs. A text that then starts with a piece gets a leading
+        space, which becomes the lone `▁` SentencePiece's dummy prefix produces there."""
+        if isinstance(text, (list, tuple)):
+            return [self._whitespace_pieces(item) for item in text]
+        if not isinstance(text, str):
+            return text
+        text = encode_whitespace(text)
+        starts_with_piece = text.startswith(WHITESPACE_PIECES) or text.startswith(tuple(self.all_special_tokens))
+        return " " + text if starts_with_piece else text
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
+        text = super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+        return decode_whitespace(text) if self.whitespace_tokens else text
+
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
+        if self.whitespace_tokens and not kwargs.get("is_split_into_words"):
+            text, text_pair = self._whitespace_pieces(text), self._whitespace_pieces(text_pair)
         truncation = kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE)
         if truncation == TruncationStrategy.DO_NOT_TRUNCATE or kwargs.get("return_overflowing_tokens"):
             return super()._encode_plus(text, text_pair, **kwargs)

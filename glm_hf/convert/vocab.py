@@ -20,10 +20,10 @@ import json
 import os
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import BPE, WordPiece
+from tokenizers.models import BPE, Unigram, WordPiece
 from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
-from ..tokenization_glm import GLMTokenizer
+from ..tokenization_glm import WHITESPACE_PIECES, GLMTokenizer
 
 BLANKS = ("[MASK]", "[sMASK]", "[gMASK]")
 
@@ -34,10 +34,11 @@ def _require(*paths: str) -> None:
             raise FileNotFoundError(f"Vocabulary file not found: {path}")
 
 
-def _add_specials(backend: Tokenizer, tokens: list[tuple[str, int]]) -> None:
-    """Adds special tokens so that each lands on its THUDM id; tokens already in the vocabulary keep theirs."""
+def _add_specials(backend: Tokenizer, tokens: list[tuple[str, int]], lstrip_blanks: bool = True) -> None:
+    """Adds special tokens so that each lands on its THUDM id; tokens already in the vocabulary keep theirs.
+    THUDM's GLM tokenizers strip the whitespace left of a blank (`lstrip_blanks`); ChatGLM's do not."""
     for token, expected in tokens:
-        lstrip = token in BLANKS or token == "<mask>"
+        lstrip = lstrip_blanks and (token in BLANKS or token == "<mask>")
         backend.add_special_tokens([AddedToken(token, lstrip=lstrip, normalized=False)])
         actual = backend.token_to_id(token)
         if actual != expected:
@@ -134,6 +135,48 @@ def _sentencepiece_backend(model_file: str) -> Tokenizer:
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     backend.add_tokens(spm["additional_special_tokens"])
     return backend
+
+
+CHATGLM_SPECIALS = ("[MASK]", "[gMASK]", "[sMASK]", "<unused_0>", "<sop>", "<eop>", "<ENC>", "<dBLOCK>")
+
+
+def chatglm_tokenizer(model_file: str, num_image_tokens: int = 0) -> GLMTokenizer:
+    """ChatGLM-6B: its `ice_text.model` SentencePiece vocabulary shifted by `num_image_tokens` (20000 in the first
+    release, 0 since v1.1; ids below it are `<image_i>` placeholders). Newlines, tabs and runs of spaces become
+    ChatGLM's `<n>` / `<|tab|>` / `<|blank_n|>` pieces (undone on decode), and inputs are `text [gMASK] <sop>`.
+    `[MASK]`/`[gMASK]`/`[sMASK]`/`<sop>`/`<eop>` and the whitespace pieces are pieces of the SentencePiece model."""
+    _require(model_file)
+    spm = SentencePieceExtractor(model_file).extract(None)
+    if isinstance(spm["vocab"], dict):
+        names = sorted(spm["vocab"], key=spm["vocab"].get)
+    else:
+        names = [piece for piece, _ in spm["vocab"]]
+    missing = [token for token in (*CHATGLM_SPECIALS, *WHITESPACE_PIECES, "<pad>", "<unk>") if token not in names]
+    if missing:
+        raise ValueError(f"{model_file} is not a ChatGLM vocabulary: it has no pieces {missing[:5]}.")
+    images = [f"<image_{i}>" for i in range(num_image_tokens)]
+    if isinstance(spm["vocab"], dict):
+        vocab = {name: i for i, name in enumerate(images + names)}
+        model = BPE(vocab, spm["merges"], unk_token="<unk>", fuse_unk=True, dropout=None)
+    else:
+        lowest = min(score for _, score in spm["vocab"])
+        pieces = [(name, lowest) for name in images] + spm["vocab"]
+        model = Unigram(pieces, unk_id=num_image_tokens + names.index("<unk>"))
+    backend = Tokenizer(model)
+    if spm["_spm_precompiled_charsmap"]:
+        backend.normalizer = normalizers.Precompiled(spm["_spm_precompiled_charsmap"])
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.add_tokens([AddedToken(piece, normalized=False) for piece in WHITESPACE_PIECES])
+    specials = [(token, num_image_tokens + names.index(token)) for token in (*CHATGLM_SPECIALS, "<pad>", "<unk>")]
+    _add_specials(backend, specials, lstrip_blanks=False)
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A [gMASK] <sop>",
+        special_tokens=[(token, backend.token_to_id(token)) for token in ("[gMASK]", "<sop>")],
+    )
+    tokens = {"pad_token": "<pad>", "unk_token": "<unk>", "cls_token": "<ENC>", "eos_token": "<eop>"}
+    tokens |= {"sop_token": "<sop>", "eop_token": "<eop>"}
+    return GLMTokenizer.from_backend(backend, tokens, whitespace_tokens=True)
 
 
 def load_thudm_vocabulary(folder: str) -> GLMTokenizer:
