@@ -3,6 +3,8 @@
 import pytest
 import torch
 from conftest import tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from glm_hf import GLMTokenizer
@@ -142,3 +144,17 @@ def test_from_backend_requires_the_special_tokens_in_the_vocabulary():
 
     with pytest.raises(ValueError, match="no id for the special tokens"):
         GLMTokenizer.from_backend(Tokenizer(WordLevel({"<pad>": 0, "<unk>": 1}, unk_token="<unk>")))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(
+        alphabet=st.one_of(
+            st.characters(codec="utf-8", exclude_categories=("Cs",)),
+            st.sampled_from(list("北京是中国的首都。，！？「」 \t\n")),
+        ),
+        max_size=60,
+    )
+)
+def test_round_trip_property(tokenizer, text):
+    assert tokenizer.decode(tokenizer(text, split_special_tokens=True)["input_ids"]) == text
