@@ -48,12 +48,11 @@ def _add_specials(backend: Tokenizer, tokens: list[tuple[str, int]], lstrip_blan
             )
 
 
-def _template(backend: Tokenizer, first: str, last: str, offsets: processors.PostProcessor | None = None) -> None:
-    template = processors.TemplateProcessing(
+def _template(backend: Tokenizer, first: str, last: str) -> None:
+    backend.post_processor = processors.TemplateProcessing(
         single=f"{first} $A {last}",
         special_tokens=[(first, backend.token_to_id(first)), (last, backend.token_to_id(last))],
     )
-    backend.post_processor = processors.Sequence([offsets, template]) if offsets else template
 
 
 def _byte_level_bpe(vocab_file: str, merges_file: str) -> Tokenizer:
@@ -70,7 +69,7 @@ def gpt2_tokenizer(vocab_file: str, merges_file: str) -> GLMTokenizer:
     specials = ["<|endoftext|>", "<|startofpiece|>", "<|endofpiece|>", "[CLS]", "[MASK]", "[SEP]", "[UNK]"]
     specials += ["[gMASK]", "[sMASK]"]
     _add_specials(backend, list(zip(specials, [50256, *range(50257, 50265)], strict=True)))
-    _template(backend, "[CLS]", "<|endoftext|>", processors.ByteLevel(trim_offsets=False))
+    _template(backend, "[CLS]", "<|endoftext|>")
     return GLMTokenizer.from_backend(
         backend,
         {"pad_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "[UNK]", "sep_token": "[SEP]"},
@@ -84,7 +83,7 @@ def roberta_tokenizer(vocab_file: str, merges_file: str) -> GLMTokenizer:
     specials = [("<s>", 0), ("</s>", 2), ("<unk>", 3), ("<mask>", 50264)]
     specials += [("<|startofpiece|>", 50265), ("<|endofpiece|>", 50266), ("[gMASK]", 50267), ("[sMASK]", 50268)]
     _add_specials(backend, specials)
-    _template(backend, "<s>", "</s>", processors.ByteLevel(trim_offsets=False))
+    _template(backend, "<s>", "</s>")
     names = {"pad_token": "</s>", "eos_token": "</s>", "unk_token": "<unk>", "cls_token": "<s>", "sep_token": "</s>"}
     return GLMTokenizer.from_backend(backend, {**names, "mask_token": "<mask>"})
 
