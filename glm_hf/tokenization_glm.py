@@ -100,7 +100,8 @@ class GLMTokenizer(TokenizersBackend):
     def train_new_from_iterator(
         self, text_iterator: Iterator[str], vocab_size: int, length: int | None = None, **kwargs
     ) -> "GLMTokenizer":
-        """A new byte-level BPE trained on `text_iterator`, with this tokenizer's special tokens at ids 0-8."""
+        """A new byte-level BPE trained on `text_iterator`, with GLM's special tokens at ids 0-8 (`length`, the
+        iterator's size for progress bars in the base class, is accepted for compatibility)."""
         if kwargs:
             raise ValueError(f"GLMTokenizer.train_new_from_iterator takes no extra options, got {sorted(kwargs)}.")
         trained = type(self).train_bpe(text_iterator, vocab_size=vocab_size)
@@ -151,13 +152,13 @@ class GLMTokenizer(TokenizersBackend):
         return encoded
 
     def _check_blanks_kept(self, before, after) -> None:
-        blanks = torch.tensor(self.mask_token_ids)
-        rows_before = [before] if before and isinstance(before[0], int) else before
+        """Raises if truncation dropped a blank token from any row."""
+        blanks = set(self.mask_token_ids)
         after = after.tolist() if isinstance(after, torch.Tensor) else after
+        rows_before = [before] if before and isinstance(before[0], int) else before
         rows_after = [after] if after and isinstance(after[0], int) else after
         for row, (full, cut) in enumerate(zip(rows_before, rows_after, strict=True)):
-            kept = int(torch.isin(torch.tensor(cut, dtype=torch.long), blanks).sum())
-            total = int(torch.isin(torch.tensor(full, dtype=torch.long), blanks).sum())
+            total, kept = sum(t in blanks for t in full), sum(t in blanks for t in cut)
             if kept < total:
                 raise ValueError(
                     f"Truncation would remove {total - kept} of the {total} blanks in text {row}; shorten the text "
