@@ -11,6 +11,7 @@ else derives positions or masks.
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -139,6 +140,34 @@ def generation_layout(
     return GenerationLayout(input_ids=input_ids, attention_mask=padding_mask, position_ids=position_ids)
 
 
+def infilling_arrays(
+    part_a: np.ndarray, spans: list[np.ndarray], span_blanks: np.ndarray, sop_token_id: int, eop_token_id: int
+) -> dict[str, np.ndarray]:
+    """The blank-infilling layout as arrays: Part A, then each span as `<|startofpiece|> span` with targets
+    `span <|endofpiece|>`; span k gets the position of the blank at `span_blanks[k]` and block positions 1, 2, ...
+
+    Returns `input_ids`, `labels` (-100 on Part A), `position_ids` `[2, seq]` and `sep` (Part A length)."""
+    n_a = len(part_a)
+    lengths = np.array([len(span) for span in spans], dtype=np.int64)
+    sops = np.full(len(spans), sop_token_id, dtype=np.int64)
+    eops = np.full(len(spans), eop_token_id, dtype=np.int64)
+    pieces, targets = [np.asarray(part_a, dtype=np.int64)], [np.full(n_a, -100, dtype=np.int64)]
+    for k, span in enumerate(spans):
+        span = np.asarray(span, dtype=np.int64)
+        pieces += [sops[k : k + 1], span]
+        targets += [span, eops[k : k + 1]]
+    sizes = lengths + 1
+    block = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes) + 1
+    positions = np.concatenate([np.arange(n_a, dtype=np.int64), np.repeat(np.asarray(span_blanks, np.int64), sizes)])
+    blocks = np.concatenate([np.zeros(n_a, dtype=np.int64), block])
+    return {
+        "input_ids": np.concatenate(pieces),
+        "labels": np.concatenate(targets),
+        "position_ids": np.stack([positions, blocks]),
+        "sep": n_a,
+    }
+
+
 def infilling_example(
     part_a: list[int],
     spans: list[list[int]],
@@ -147,28 +176,27 @@ def infilling_example(
     eop_token_id: int,
     span_blanks: list[int] | None = None,
 ) -> dict[str, list]:
-    """One training example: Part A (with blanks) followed by each span as `<|startofpiece|> span`, with targets
-    `span <|endofpiece|>`.
+    """One training example as lists (see `infilling_arrays`), with its blanks checked.
 
     `span_blanks[k]` is the index in `part_a` of the blank that span k fills (default: the k-th blank in order, so
-    spans may be given shuffled by passing their blank indices). Returns `input_ids`, `labels` (-100 on Part A),
-    `position_ids` `[2, seq]` and `sep` (Part A length).
+    spans may be given shuffled by passing their blank indices).
     """
-    blanks = [i for i, token in enumerate(part_a) if token in blank_token_ids]
+    blanks = np.flatnonzero(np.isin(np.asarray(part_a, dtype=np.int64), blank_token_ids)).tolist()
     if span_blanks is None:
         if len(spans) > len(blanks):
             raise ValueError(f"{len(spans)} spans but only {len(blanks)} blanks in Part A.")
         span_blanks = blanks[: len(spans)]
-    if len(span_blanks) != len(spans) or any(i not in blanks for i in span_blanks):
+    if len(span_blanks) != len(spans) or not set(span_blanks) <= set(blanks):
         raise ValueError(f"span_blanks {span_blanks} must name one blank of Part A (blanks at {blanks}) per span.")
-    input_ids, labels = list(part_a), [-100] * len(part_a)
-    positions, blocks = list(range(len(part_a))), [0] * len(part_a)
-    for span, blank in zip(spans, span_blanks, strict=False):
-        input_ids += [sop_token_id, *span]
-        labels += [*span, eop_token_id]
-        positions += [blank] * (len(span) + 1)
-        blocks += list(range(1, len(span) + 2))
-    return {"input_ids": input_ids, "labels": labels, "position_ids": [positions, blocks], "sep": len(part_a)}
+    arrays = infilling_arrays(
+        np.asarray(part_a), [np.asarray(s) for s in spans], span_blanks, sop_token_id, eop_token_id
+    )
+    return {
+        "input_ids": arrays["input_ids"].tolist(),
+        "labels": arrays["labels"].tolist(),
+        "position_ids": arrays["position_ids"].tolist(),
+        "sep": arrays["sep"],
+    }
 
 
 def multiple_choice_layout(
