@@ -1,0 +1,168 @@
+"""DataCollatorForBlankInfilling: layout invariants (hypothesis), objectives, determinism, Trainer use."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from glm_hf import GLMTokenizer
+from glm_hf.blank_infilling import build_attention_mask, part_a_length
+from glm_hf.collator import DataCollatorForBlankInfilling
+
+CORPUS = ["The capital of France is Paris. The capital of Japan is Tokyo! Is it? 北京是中国的首都。东京呢？"] * 40
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> GLMTokenizer:
+    return GLMTokenizer.train_bpe(CORPUS, vocab_size=400)
+
+
+def collator(tokenizer, objective: int, **kwargs) -> DataCollatorForBlankInfilling:
+    probs = tuple(1.0 if i == objective else 0.0 for i in range(3))
+    return DataCollatorForBlankInfilling(tokenizer, objective_probs=probs, seed=kwargs.pop("seed", 0), **kwargs)
+
+
+def reconstruct(row: dict, blank_ids: set[int], sop: int, eop: int) -> list[int]:
+    """The original text from a layout: every blank replaced by the span whose positions point at it."""
+    ids, labels, positions = row["input_ids"], row["labels"], row["position_ids"]
+    sep = int(row["sep"])
+    spans: dict[int, list[int]] = {}
+    for i in range(sep, len(ids)):
+        if labels[i] != -100 and labels[i] != eop:
+            spans.setdefault(int(positions[0, i]), []).append(int(labels[i]))
+        elif labels[i] == eop:
+            spans.setdefault(int(positions[0, i]), [])
+    text = []
+    for i in range(sep):
+        text += spans.pop(i) if int(ids[i]) in blank_ids and i in spans else [int(ids[i])]
+    assert not spans, "every span must fill a blank of Part A"
+    return text
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    words=st.lists(st.integers(9, 399), min_size=0, max_size=300), objective=st.integers(0, 2), seed=st.integers(0, 99)
+)
+def test_layout_invariants(tokenizer, words, objective, seed):
+    data = collator(tokenizer, objective, seed=seed)
+    ids = np.asarray([tokenizer.cls_token_id, *words, tokenizer.eos_token_id])
+    row = data.layout(ids)
+    sop, eop, blanks = tokenizer.sop_token_id, tokenizer.eop_token_id, set(tokenizer.mask_token_ids)
+    input_ids, labels, positions, sep = row["input_ids"], row["labels"], row["position_ids"], int(row["sep"])
+
+    assert reconstruct(row, blanks, sop, eop) == ids.tolist()
+    assert input_ids[0] == tokenizer.cls_token_id and input_ids[sep - 1] == tokenizer.eos_token_id
+    assert part_a_length(torch.as_tensor(input_ids)[None], sop).item() == sep
+    masked = int((labels != -100).sum()) - int((labels == eop).sum())
+    n = len(words)
+    if objective == 0:
+        assert masked == math.ceil(0.15 * n)
+    elif objective == 1:
+        assert masked >= 0.15 * n and (n == 0 or masked > 0)
+    else:
+        assert (n == 0 and masked == 0) or math.floor(0.5 * n) <= masked <= n
+    assert (positions[0, :sep] == np.arange(sep)).all() and (positions[1, :sep] == 0).all()
+    starts = np.flatnonzero(input_ids[sep:] == sop) + sep
+    for start, end in zip(starts, [*starts[1:], len(input_ids)][: len(starts)], strict=True):
+        blank = positions[0, start]
+        assert input_ids[blank] in blanks and (positions[0, start:end] == blank).all()
+        assert (positions[1, start:end] == np.arange(1, end - start + 1)).all()
+        assert (labels[start : end - 1] == input_ids[start + 1 : end]).all() and labels[end - 1] == eop
+    mask = build_attention_mask(torch.tensor([sep]), len(input_ids), len(input_ids))[0, 0]
+    q, k = np.meshgrid(np.arange(len(input_ids)), np.arange(len(input_ids)), indexing="ij")
+    assert (mask.numpy() == ((k < sep) | (k <= q))).all()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    words=st.lists(st.integers(9, 399), min_size=0, max_size=200),
+    objective=st.integers(0, 2),
+    max_length=st.integers(8, 64),
+)
+def test_max_length_keeps_a_valid_layout_of_the_text_start(tokenizer, words, objective, max_length):
+    ids = np.asarray([tokenizer.cls_token_id, *words, tokenizer.eos_token_id])
+    row = collator(tokenizer, objective, max_length=max_length).layout(ids)
+    assert len(row["input_ids"]) <= max_length
+    text = reconstruct(row, set(tokenizer.mask_token_ids), tokenizer.sop_token_id, tokenizer.eop_token_id)
+    kept = len(text) - 2
+    assert text == [tokenizer.cls_token_id, *words[:kept], tokenizer.eos_token_id]
+
+
+def test_objectives_use_their_blank_token(tokenizer):
+    ids = np.asarray(tokenizer(CORPUS[0])["input_ids"])
+    for objective, blank in enumerate(tokenizer.mask_token_ids):
+        row = collator(tokenizer, objective).layout(ids)
+        used = set(row["input_ids"][: row["sep"]].tolist()) & set(tokenizer.mask_token_ids)
+        assert used == {blank}
+
+
+def test_sentence_objective_masks_whole_sentences(tokenizer):
+    text = "The capital of France is Paris. The capital of Japan is Tokyo! Is it? 北京是中国的首都。"
+    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"])
+    sentences = [
+        "The capital of France is Paris.",
+        " The capital of Japan is Tokyo!",
+        " Is it?",
+        " 北京是中国的首都。",
+    ]
+    for seed in range(10):
+        row = collator(tokenizer, 1, seed=seed).layout(ids)
+        spans = tokenizer.decode(row["labels"][row["labels"] != -100].tolist()).split("<|endofpiece|>")[:-1]
+        assert spans and all(span in sentences for span in spans)
+
+
+def test_same_seed_same_batches_and_spans_are_shuffled(tokenizer):
+    examples = [{"input_ids": tokenizer(CORPUS[0])["input_ids"]}] * 4
+    first = collator(tokenizer, 0, seed=3)(examples)
+    second = collator(tokenizer, 0, seed=3)(examples)
+    for name in first:
+        assert torch.equal(first[name], second[name])
+    unshuffled = collator(tokenizer, 0, seed=3, shuffle_spans=False)(examples)
+    blank_positions = unshuffled["position_ids"][0, 0][unshuffled["input_ids"][0] == tokenizer.sop_token_id]
+    assert (blank_positions.diff() > 0).all()
+
+
+def test_batch_shape_padding_and_max_length(tokenizer):
+    long = tokenizer(" ".join(CORPUS[:10]))["input_ids"]
+    data = collator(tokenizer, 0, max_length=40, pad_to_multiple_of=8)
+    batch = data([{"input_ids": long}, {"input_ids": long[:5]}])
+    assert batch["input_ids"].shape == (2, 40) and batch["position_ids"].shape == (
+        2,
+        2,
+        40,
+    )  # fixed seed: rows fill to near max_length
+    assert batch["attention_mask"].shape == (2,)
+    assert (batch["labels"][1, batch["attention_mask"][1] :] != -100).any()
+
+
+def test_batches_train_a_model(tokenizer):
+    data = DataCollatorForBlankInfilling(tokenizer, objective_probs=(0.5, 0.25, 0.25), seed=0, max_length=64)
+    batch = data([{"input_ids": tokenizer(text)["input_ids"]} for text in CORPUS[:4]])
+    model = tiny_model(vocab_size=len(tokenizer), max_position_embeddings=128).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mask_ratio=0.7), "mask_ratio"),
+        (dict(objective_probs=(0.5, 0.2, 0.2)), "objective_probs"),
+        (dict(document_min_ratio=0.0), "document_min_ratio"),
+        (dict(max_length=4), "max_length"),
+    ],
+)
+def test_bad_settings_raise(tokenizer, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DataCollatorForBlankInfilling(tokenizer, **kwargs)
