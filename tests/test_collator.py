@@ -166,3 +166,27 @@ def test_batches_train_a_model(tokenizer):
 def test_bad_settings_raise(tokenizer, kwargs, message):
     with pytest.raises(ValueError, match=message):
         DataCollatorForBlankInfilling(tokenizer, **kwargs)
+
+
+def test_stock_trainer_pretrains_with_the_collator(tokenizer, tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    dataset = Dataset.from_dict({"input_ids": [tokenizer(text)["input_ids"] for text in CORPUS[:16]]})
+    model = tiny_model(vocab_size=len(tokenizer), max_position_embeddings=128)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=40,
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=5,
+        seed=0,
+    )
+    data = DataCollatorForBlankInfilling(tokenizer, objective_probs=(0.6, 0.2, 0.2), seed=0, max_length=96)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=data)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert losses[-1] < 0.5 * losses[0]
