@@ -235,3 +235,23 @@ def multiple_choice_layout(
         "labels": labels,
         "choice_index": choice_index,
     }
+
+
+def batch_multiple_choice(layouts: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pads `multiple_choice_layout`s into a batch; padding rows attend only to themselves."""
+    batch_size, width = len(layouts), max(len(layout["input_ids"]) for layout in layouts)
+    batch = {
+        "input_ids": torch.full((batch_size, width), pad_token_id),
+        "position_ids": torch.zeros(batch_size, 2, width, dtype=torch.long),
+        "attention_mask": torch.eye(width, dtype=torch.bool).repeat(batch_size, 1, 1, 1),
+        "labels": torch.full((batch_size, width), -100),
+        "choice_index": torch.full((batch_size, width), -1),
+    }
+    for row, layout in enumerate(layouts):
+        n = len(layout["input_ids"])
+        batch["input_ids"][row, :n] = torch.tensor(layout["input_ids"])
+        batch["position_ids"][row, :, :n] = torch.tensor(layout["position_ids"])
+        batch["attention_mask"][row, 0, :n, :n] = layout["attention_mask"]
+        batch["labels"][row, :n] = torch.tensor(layout["labels"])
+        batch["choice_index"][row, :n] = torch.tensor(layout["choice_index"])
+    return batch

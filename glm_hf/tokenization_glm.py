@@ -10,7 +10,13 @@ from tokenizers.trainers import BpeTrainer
 from transformers import BatchEncoding, TokenizersBackend
 from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
 
-from .blank_infilling import build_position_ids, generation_layout, infilling_example, multiple_choice_layout
+from .blank_infilling import (
+    batch_multiple_choice,
+    build_position_ids,
+    generation_layout,
+    infilling_example,
+    multiple_choice_layout,
+)
 
 # The GLM special tokens in the order of their default ids (GLMConfig's defaults follow this order).
 DEFAULT_SPECIAL_TOKENS = {
@@ -213,23 +219,7 @@ class GLMTokenizer(TokenizersBackend):
                 raise ValueError("Every example needs at least one choice.")
             tokenized = self(list(options), add_special_tokens=False)["input_ids"]
             layouts.append(multiple_choice_layout(prompt, tokenized, self.mask_token_ids, self.sop_token_id))
-        width = max(len(layout["input_ids"]) for layout in layouts)
-        batch = {
-            "input_ids": torch.full((len(layouts), width), self.pad_token_id),
-            "position_ids": torch.zeros(len(layouts), 2, width, dtype=torch.long),
-            "attention_mask": torch.zeros(len(layouts), 1, width, width, dtype=torch.bool),
-            "labels": torch.full((len(layouts), width), -100),
-            "choice_index": torch.full((len(layouts), width), -1),
-        }
-        for row, layout in enumerate(layouts):
-            n = len(layout["input_ids"])
-            batch["input_ids"][row, :n] = torch.tensor(layout["input_ids"])
-            batch["position_ids"][row, :, :n] = torch.tensor(layout["position_ids"])
-            batch["attention_mask"][row, 0, :n, :n] = layout["attention_mask"]
-            batch["attention_mask"][row, 0, n:, n:] = torch.eye(width - n, dtype=torch.bool)
-            batch["labels"][row, :n] = torch.tensor(layout["labels"])
-            batch["choice_index"][row, :n] = torch.tensor(layout["choice_index"])
-        return batch
+        return batch_multiple_choice(layouts, self.pad_token_id)
 
     def _rows(self, input_ids, attention_mask) -> list[list[int]]:
         """Unpadded token lists from tokenizer output (lists or tensors, padded or not)."""

@@ -158,3 +158,17 @@ def test_from_backend_requires_the_special_tokens_in_the_vocabulary():
 )
 def test_round_trip_property(tokenizer, text):
     assert tokenizer.decode(tokenizer(text, split_special_tokens=True)["input_ids"]) == text
+
+
+def test_multiple_choice_batches_pad_without_changing_scores(tokenizer):
+    prompts = tokenizer(["Paris is in [MASK].", "北京是中国的[MASK]，东京是日本的首都。"])
+    choices = [["France", "Japan and more"], ["首都", "城市", "国家"]]
+    model = tiny_model(vocab_size=len(tokenizer), initializer_range=0.3)
+    together = tokenizer.build_inputs_for_multiple_choice(prompts, choices)
+    for row in range(2):
+        alone = tokenizer.build_inputs_for_multiple_choice({"input_ids": [prompts["input_ids"][row]]}, [choices[row]])
+        n = alone["input_ids"].shape[1]
+        inputs = ("input_ids", "attention_mask", "position_ids")
+        batch_logits = model(**{k: together[k] for k in inputs}).logits[row, :n]
+        alone_logits = model(**{k: alone[k] for k in inputs}).logits[0]
+        torch.testing.assert_close(batch_logits, alone_logits, atol=1e-5, rtol=1e-5)
