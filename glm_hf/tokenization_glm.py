@@ -4,7 +4,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 import torch
-from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import BatchEncoding, TokenizersBackend
@@ -30,6 +30,9 @@ DEFAULT_SPECIAL_TOKENS = {
     "sop_token": "<|startofpiece|>",
     "eop_token": "<|endofpiece|>",
 }
+# Blanks absorb the whitespace on their left (THUDM's `lstrip`): in "is [MASK]." the blank stands for " Paris", the
+# way the span is tokenized in training, so prompts carry no stray space token before the blank.
+BLANK_TOKENS = ("mask_token", "smask_token", "gmask_token")
 # Named special tokens that transformers has no slot for; they become `tokenizer.<name>` / `<name>_id`.
 GLM_EXTRA_TOKENS = ("smask_token", "gmask_token", "sop_token", "eop_token")
 # ChatGLM's whitespace pieces: newline, tab and runs of 2-80 spaces each become one token.
@@ -88,14 +91,18 @@ class GLMTokenizer(TokenizersBackend):
         cls, texts: Iterable[str], vocab_size: int = 32000, min_frequency: int = 2, show_progress: bool = False
     ) -> "GLMTokenizer":
         """Trains a byte-level BPE on `texts` (any language; every byte is covered, so nothing is ever unknown)
-        with the GLM special tokens at ids 0-8 in `DEFAULT_SPECIAL_TOKENS` order."""
+        with the GLM special tokens at ids 0-8 in `DEFAULT_SPECIAL_TOKENS` order. Blanks strip the whitespace on
+        their left, as THUDM's tokenizers do."""
         backend = Tokenizer(BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         backend.decoder = decoders.ByteLevel()
         trainer = BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
-            special_tokens=list(DEFAULT_SPECIAL_TOKENS.values()),
+            special_tokens=[
+                AddedToken(token, special=True, normalized=False, lstrip=name in BLANK_TOKENS)
+                for name, token in DEFAULT_SPECIAL_TOKENS.items()
+            ],
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=show_progress,
         )

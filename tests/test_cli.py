@@ -25,4 +25,5 @@ def test_tokenizer_train_writes_a_loadable_glm_tokenizer(tmp_path):
     main(["tokenizer", "train", str(corpus), "--vocab-size", "300", "--output", str(tmp_path / "tok")])
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok")
     assert isinstance(tokenizer, GLMTokenizer)
-    assert tokenizer.decode(tokenizer("北京 is [MASK].")["input_ids"]) == "北京 is [MASK]."
+    assert tokenizer.decode(tokenizer("北京 is the capital.")["input_ids"]) == "北京 is the capital."
+    assert tokenizer("北京 is [MASK].")["input_ids"][-2] == tokenizer.mask_token_id

@@ -46,11 +46,18 @@ def test_literal_blanks_become_blank_tokens_unless_split(tokenizer):
         "tabs\tnew\nlines\r\nand   runs of spaces",
         "中国的首都是北京。日本的首都是东京！",
         "混合 mixed 文本，with「引号」and emoji 🎉.",
-        "Tsinghua is [MASK] in Beijing. 清华大学位于[gMASK]",
     ],
 )
 def test_decode_encode_round_trip(tokenizer, text):
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+
+
+def test_blanks_absorb_the_space_on_their_left(tokenizer):
+    ids = tokenizer("Tsinghua is [MASK] in Beijing. 清华大学位于 [gMASK]")["input_ids"]
+    assert tokenizer.decode(ids) == "Tsinghua is[MASK] in Beijing. 清华大学位于[gMASK]"
+    span = tokenizer(" Beijing", add_special_tokens=False)["input_ids"]
+    filled = tokenizer.decode(ids[: ids.index(tokenizer.mask_token_id)] + span)
+    assert filled == "Tsinghua is Beijing"
 
 
 def test_batches_pad_left_for_generation(tokenizer):
@@ -135,7 +142,7 @@ def test_train_new_from_iterator_keeps_the_glm_layout(tokenizer):
     retrained = tokenizer.train_new_from_iterator(iter(CORPUS), vocab_size=400)
     assert isinstance(retrained, GLMTokenizer)
     assert retrained.mask_token_ids == [4, 5, 6] and retrained.sop_token_id == 7
-    assert retrained.decode(retrained("北京 [MASK] Paris")["input_ids"]) == "北京 [MASK] Paris"
+    assert retrained.decode(retrained("北京 [MASK] Paris")["input_ids"]) == "北京[MASK] Paris"
 
 
 def test_from_backend_requires_the_special_tokens_in_the_vocabulary():
