@@ -58,7 +58,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsPro
 from transformers.cache_utils import DynamicCache  # noqa: E402
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
-from glm_hf.blank_infilling import generation_layout, infilling_example  # noqa: E402
+from glm_hf.blank_infilling import batch_infilling, generation_layout, infilling_example  # noqa: E402
 
 FIRST_ORDINARY_ID = 9  # GLM's special tokens occupy ids 0..8 by default
 
@@ -182,12 +182,7 @@ def train_batch(glm: GLMForConditionalGeneration, args: argparse.Namespace, gene
         rows.append(infilling_example(part_a, spans, cfg.blank_token_ids, cfg.sop_token_id, cfg.eop_token_id))
     if any(len(r["input_ids"]) != seq for r in rows):
         raise RuntimeError("the blank-infilling layout must fill the train sequence exactly")
-    return {
-        "input_ids": torch.tensor([r["input_ids"] for r in rows]),
-        "labels": torch.tensor([r["labels"] for r in rows]),
-        "position_ids": torch.tensor([r["position_ids"] for r in rows]),
-        "attention_mask": torch.tensor([r["sep"] for r in rows]),
-    }
+    return batch_infilling(rows, cfg.pad_token_id)
 
 
 # --------------------------------------------------------------------------------------------------------------

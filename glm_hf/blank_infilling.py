@@ -168,6 +168,28 @@ def infilling_arrays(
     }
 
 
+def batch_infilling(
+    rows: list[dict], pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-pads infilling layouts (`infilling_arrays` / `infilling_example` rows) into a batch whose
+    `attention_mask` is the compact Part A length; padding sits after Part B, so it never changes real outputs."""
+    width = max(len(row["input_ids"]) for row in rows)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    batch = {
+        "input_ids": torch.full((len(rows), width), pad_token_id, dtype=torch.long),
+        "labels": torch.full((len(rows), width), -100, dtype=torch.long),
+        "position_ids": torch.zeros(len(rows), 2, width, dtype=torch.long),
+    }
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        batch["input_ids"][i, :n] = torch.as_tensor(row["input_ids"])
+        batch["labels"][i, :n] = torch.as_tensor(row["labels"])
+        batch["position_ids"][i, :, :n] = torch.as_tensor(row["position_ids"])
+    batch["attention_mask"] = torch.tensor([int(row["sep"]) for row in rows], dtype=torch.long)
+    return batch
+
+
 def infilling_example(
     part_a: list[int],
     spans: list[list[int]],

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .blank_infilling import infilling_example
+from .blank_infilling import batch_infilling, infilling_example
 from .configuration_glm import GLMConfig
 from .modeling_glm import GLMForConditionalGeneration
 from .tokenization_glm import GLMTokenizer
@@ -24,21 +24,6 @@ def progression_example(rng: random.Random, vocab_words: int, length: int, confi
     begin = rng.randrange(1, length - span_len)
     part_a = tokens[:begin] + [config.mask_token_id] + tokens[begin + span_len :]
     return part_a, tokens[begin : begin + span_len]
-
-
-def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pads infilling examples into a batch whose attention mask is the compact Part A length."""
-    width = max(len(e["input_ids"]) for e in examples)
-
-    def pad(row: list, value: int) -> list:
-        return row + [value] * (width - len(row))
-
-    return {
-        "input_ids": torch.tensor([pad(e["input_ids"], pad_token_id) for e in examples]),
-        "labels": torch.tensor([pad(e["labels"], -100) for e in examples]),
-        "position_ids": torch.tensor([[pad(row, 0) for row in e["position_ids"]] for e in examples]),
-        "attention_mask": torch.tensor([e["sep"] for e in examples]),
-    }
 
 
 def run_tiny(args: argparse.Namespace) -> None:
@@ -66,7 +51,7 @@ def run_tiny(args: argparse.Namespace) -> None:
             examples.append(
                 infilling_example(part_a, [span], config.blank_token_ids, config.sop_token_id, config.eop_token_id)
             )
-        loss = model(**collate(examples, config.pad_token_id)).loss
+        loss = model(**batch_infilling(examples, config.pad_token_id)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

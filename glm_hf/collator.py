@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.data.data_collator import DataCollatorMixin
 
-from .blank_infilling import infilling_arrays
+from .blank_infilling import batch_infilling, infilling_arrays
 
 OBJECTIVES = ("token", "sentence", "document")
 SENTENCE_ENDS = (".", "!", "?", "。", "！", "？", "…")
@@ -85,7 +85,7 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
 
     def torch_call(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         rows = [self.layout(np.asarray(example["input_ids"], dtype=np.int64)) for example in examples]
-        return self._pad(rows)
+        return batch_infilling(rows, self.tokenizer.pad_token_id, self.pad_to_multiple_of)
 
     def layout(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """One example's blank-infilling layout, shortened to `max_length` if needed."""
@@ -152,24 +152,6 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
         return infilling_arrays(
             part_a, pieces, blanks[order], self.tokenizer.sop_token_id, self.tokenizer.eop_token_id
         )
-
-    def _pad(self, rows: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-        width = max(len(row["input_ids"]) for row in rows)
-        if self.pad_to_multiple_of:
-            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch = {
-            "input_ids": np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64),
-            "labels": np.full((len(rows), width), -100, dtype=np.int64),
-            "position_ids": np.zeros((len(rows), 2, width), dtype=np.int64),
-        }
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            batch["input_ids"][i, :n] = row["input_ids"]
-            batch["labels"][i, :n] = row["labels"]
-            batch["position_ids"][i, :, :n] = row["position_ids"]
-        tensors = {name: torch.from_numpy(value) for name, value in batch.items()}
-        tensors["attention_mask"] = torch.tensor([row["sep"] for row in rows], dtype=torch.long)
-        return tensors
 
 
 def _run_length(flags: np.ndarray) -> int:

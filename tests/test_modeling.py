@@ -7,7 +7,7 @@ from reference_glm import reference_logits
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMModel
-from glm_hf.blank_infilling import build_attention_mask, infilling_example
+from glm_hf.blank_infilling import batch_infilling, build_attention_mask, infilling_example
 
 BLANKS = [4, 5, 6]
 EOP = 8
@@ -30,12 +30,7 @@ def infill_batch(seed: int = 0, batch: int = 3) -> dict[str, torch.Tensor]:
         part_a[2], part_a[6] = MASK, MASK
         spans = random_words(g, 3).tolist()
         rows.append(infilling_example(part_a, [spans[:2], spans[2:]], BLANKS, SOP, EOP))
-    return {
-        "input_ids": torch.tensor([r["input_ids"] for r in rows]),
-        "labels": torch.tensor([r["labels"] for r in rows]),
-        "position_ids": torch.tensor([r["position_ids"] for r in rows]),
-        "attention_mask": torch.tensor([r["sep"] for r in rows]),
-    }
+    return batch_infilling(rows, PAD)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -8,8 +8,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from glm_hf import GLMForConditionalGeneration
-from glm_hf.blank_infilling import infilling_example
-from glm_hf.cli import collate
+from glm_hf.blank_infilling import batch_infilling, infilling_example
 
 
 def examples(n: int) -> list[dict]:
@@ -45,11 +44,11 @@ def test_accumulated_trainer_step_equals_one_full_batch_step(tmp_path):
         save_strategy="no",
     )
     Trainer(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=lambda b: collate(b, 0)
+        model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=lambda b: batch_infilling(b, 0)
     ).train()
 
     manual.train()
-    manual(**collate(rows, 0)).loss.backward()
+    manual(**batch_infilling(rows, 0)).loss.backward()
     with torch.no_grad():
         for parameter in manual.parameters():
             parameter -= 0.5 * parameter.grad
