@@ -5,7 +5,7 @@ Part B (the spans, each `<|startofpiece|> span`). Part A attends bidirectionally
 of A and causally within B. Every token has a 2D position (position, block position): Part A token i gets (i, 0);
 the k-th token of a span gets (position of its blank in A, k).
 
-The model, `generate()`, the tokenizer helpers, the collator and the pipelines all call these functions; nothing
+The model, `generate()`, the tokenizer builders and the collator call these functions; nothing
 else derives positions or masks.
 """
 
