@@ -10,6 +10,7 @@ import torch
 
 from .blank_infilling import batch_infilling, infilling_example
 from .configuration_glm import GLMConfig
+from .demo import DemoSettings
 from .modeling_glm import GLMForConditionalGeneration
 from .tokenization_glm import GLMTokenizer
 
@@ -92,6 +93,111 @@ def run_tokenizer_train(args: argparse.Namespace) -> None:
     print(f"trained a {len(tokenizer):,}-token GLM tokenizer; saved to {args.output}")
 
 
+def run_demo_command(args: argparse.Namespace) -> None:
+    """Pretrains the demo GLM on the embedded corpus, reports held-out blank filling and saves everything."""
+    from .demo import run_demo
+
+    settings = DemoSettings(
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_layers,
+        num_attention_heads=args.num_heads,
+        full_corpus=args.full_corpus,
+        seed=args.seed,
+    )
+    started = time.perf_counter()
+    result = run_demo(args.output, settings)
+    print(
+        f"\ntrained and evaluated in {time.perf_counter() - started:.0f}s; final training loss {result.final_loss:.3f}"
+    )
+    print("\nheld-out blanks (never in the training text):")
+    for text, answer, fill in result.examples[: args.show]:
+        mark = "ok" if fill == answer else f"expected {answer!r}"
+        print(f"  {text}  ->  {fill!r}  ({mark})")
+    print("\n[gMASK] generation:")
+    for prompt, fill in result.generations:
+        print(f"  {prompt}  ->  {fill!r}")
+    print("\nheld-out exact match by kind:")
+    for group, (hits, total) in result.per_kind.items():
+        print(f"  {group:<22} {hits:>3}/{total}")
+    print(f"held-out exact match {result.exact_match:.3f}  (frequency baseline {result.baseline:.3f})")
+    print(f"saved model, tokenizer, loss_curve.png and README.md (model card) to {args.output}")
+
+
+def load_texts(args: argparse.Namespace):
+    """The `pretrain` texts: local text files (one document per line), JSON/JSONL files, or a `datasets` dataset
+    (a local folder or one in the Hub cache)."""
+    from datasets import load_dataset
+
+    if args.dataset:
+        return load_dataset(args.dataset, args.dataset_config, split=args.split)
+    missing = [path for path in args.train_file if not os.path.isfile(path)]
+    if missing:
+        raise SystemExit(f"glm-hf pretrain: no such file: {', '.join(missing)}")
+    kinds = {"json" if path.endswith((".json", ".jsonl")) else "text" for path in args.train_file}
+    if len(kinds) > 1:
+        raise SystemExit("glm-hf pretrain: give either text files or JSON/JSONL files, not both.")
+    return load_dataset(kinds.pop(), data_files=args.train_file, split="train")
+
+
+def run_pretrain(args: argparse.Namespace) -> None:
+    """Pretrains a GLM from scratch on the user's texts and saves model, tokenizer, loss curve and model card."""
+    from .pretraining import model_card, pretrain, save_run_artifacts
+
+    texts = load_texts(args)
+    if args.text_column not in texts.column_names:
+        raise SystemExit(
+            f"glm-hf pretrain: the data has no column {args.text_column!r} (columns: {texts.column_names}); "
+            "pass --text-column."
+        )
+    if args.tokenizer:
+        tokenizer = GLMTokenizer.from_pretrained(args.tokenizer)
+    else:
+        tokenizer = GLMTokenizer.train_bpe(texts[args.text_column], vocab_size=args.vocab_size)
+    config = GLMConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_layers,
+        num_attention_heads=args.num_heads,
+        max_position_embeddings=2 * args.row_length,
+        position_encoding=args.position_encoding,
+        **tokenizer_special_ids(tokenizer),
+    )
+    try:
+        trainer = pretrain(
+            texts,
+            tokenizer,
+            config,
+            args.output,
+            text_column=args.text_column,
+            row_length=args.row_length,
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            objective_probs=tuple(args.objective_probs),
+            mask_ratio=args.mask_ratio,
+        )
+    except ValueError as error:
+        raise SystemExit(f"glm-hf pretrain: {error}") from error
+    trainer.model.save_pretrained(args.output)
+    tokenizer.save_pretrained(args.output)
+    card = model_card(
+        trainer.model,
+        "A GLM pretrained with glm-hf",
+        {"Training": f"`glm-hf pretrain` with options `{vars(args) | {'handler': None}}`."},
+    )
+    save_run_artifacts(args.output, trainer.state.log_history, card)
+    print(f"saved model, tokenizer, loss_curve.png and README.md (model card) to {args.output}")
+
+
+def tokenizer_special_ids(tokenizer: GLMTokenizer) -> dict[str, int]:
+    """The special token ids a GLMConfig needs, read from the tokenizer."""
+    names = ("pad", "eos", "mask", "smask", "gmask", "sop", "eop")
+    return {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in names}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glm-hf", description="GLM models for HuggingFace Transformers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +207,50 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--save", help="folder to save the trained model to")
     tiny.set_defaults(handler=run_tiny)
+
+    demo = commands.add_parser(
+        "demo", help="pretrain a tiny GLM on the embedded bilingual corpus and evaluate held-out blank filling"
+    )
+    demo.add_argument("--output", default="glm-demo", help="folder for the model, tokenizer, loss curve and card")
+    defaults = DemoSettings()
+    demo.add_argument("--max-steps", type=int, default=defaults.max_steps)
+    demo.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    demo.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
+    demo.add_argument("--num-layers", type=int, default=defaults.num_hidden_layers)
+    demo.add_argument("--num-heads", type=int, default=defaults.num_attention_heads)
+    demo.add_argument(
+        "--full-corpus",
+        action="store_true",
+        help="also train on the everyday sentence pairs and the standard library's docstrings",
+    )
+    demo.add_argument("--show", type=int, default=8, help="held-out fills to print")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=run_demo_command)
+
+    pretrain = commands.add_parser("pretrain", help="pretrain a GLM from scratch on your texts")
+    source = pretrain.add_mutually_exclusive_group(required=True)
+    source.add_argument("--train-file", nargs="+", help="text files (one document per line) or JSON/JSONL files")
+    source.add_argument("--dataset", help="a datasets dataset: a local folder or a name in the Hub cache")
+    pretrain.add_argument("--dataset-config", help="the dataset's configuration name")
+    pretrain.add_argument("--split", default="train")
+    pretrain.add_argument("--text-column", default="text")
+    pretrain.add_argument("--output", required=True, help="folder for the model, tokenizer, loss curve and card")
+    pretrain.add_argument("--tokenizer", help="a saved GLM tokenizer; default: train a byte-level BPE on the texts")
+    pretrain.add_argument("--vocab-size", type=int, default=8000, help="size of the tokenizer trained on the texts")
+    pretrain.add_argument("--hidden-size", type=int, default=256)
+    pretrain.add_argument("--num-layers", type=int, default=4)
+    pretrain.add_argument("--num-heads", type=int, default=4)
+    pretrain.add_argument("--position-encoding", choices=("learned_2d", "rotary_2d"), default="learned_2d")
+    pretrain.add_argument("--row-length", type=int, default=256, help="tokens per packed training row")
+    pretrain.add_argument("--max-steps", type=int, default=1000)
+    pretrain.add_argument("--batch-size", type=int, default=16)
+    pretrain.add_argument("--learning-rate", type=float, default=1e-3)
+    pretrain.add_argument(
+        "--objective-probs", type=float, nargs=3, default=(0.6, 0.2, 0.2), metavar=("TOKEN", "SENTENCE", "DOCUMENT")
+    )
+    pretrain.add_argument("--mask-ratio", type=float, default=0.15)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.set_defaults(handler=run_pretrain)
 
     tokenizer = commands.add_parser("tokenizer", help="tokenizer tools")
     tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)

@@ -343,17 +343,23 @@ def split_facts(seed: int = 0, held_out: float = 0.1) -> tuple[list[Fact], list[
     return train, [item.fact for index, item in enumerate(items) if index in chosen]
 
 
-def documents(seed: int = 0, include_prose: bool = True, held_out: list[Fact] | None = None) -> list[str]:
+def documents(
+    seed: int = 0,
+    include_prose: bool = True,
+    held_out: list[Fact] | None = None,
+    include_everyday: bool = True,
+) -> list[str]:
     """Training documents of a few sentences each, shuffled deterministically by `seed`.
 
     They mix fact statements (one document per entity with all its training facts, plus documents of random facts),
-    English-then-Chinese sentence pairs and, with `include_prose`, standard-library docstrings. No document contains
-    the filled text of a `held_out` fact; `None` holds nothing out.
+    English-then-Chinese sentence pairs of the facts and, with `include_everyday`, of everyday sentences that reuse
+    the facts' names, and, with `include_prose`, standard-library docstrings. No document contains the filled text
+    of a `held_out` fact; `None` holds nothing out.
     """
     rng = random.Random(seed)
     excluded = {fact.filled for fact in held_out or ()}
     items = [item for item in _items() if item.fact.filled not in excluded]
-    docs = _fact_documents(items, rng) + _pair_documents(items, rng)
+    docs = _fact_documents(items, rng) + _pair_documents(items, rng, include_everyday)
     if include_prose:
         docs += _prose_documents()
     rng.shuffle(docs)
@@ -477,9 +483,10 @@ def _fact_documents(items: list[_Item], rng: random.Random) -> list[str]:
     return docs
 
 
-def _pair_documents(items: list[_Item], rng: random.Random) -> list[str]:
+def _pair_documents(items: list[_Item], rng: random.Random, include_everyday: bool) -> list[str]:
     """Documents of 1 to 3 sentence pairs, each an English sentence followed by its Chinese translation."""
-    pairs = [f"{english} {chinese}" for english, chinese in _fact_pairs(items) + _everyday_pairs()]
+    everyday = _everyday_pairs() if include_everyday else []
+    pairs = [f"{english} {chinese}" for english, chinese in _fact_pairs(items) + everyday]
     rng.shuffle(pairs)
     return _chunks(pairs, rng, 1, 3)
 

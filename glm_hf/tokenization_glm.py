@@ -4,7 +4,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 import torch
-from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import BatchEncoding, TokenizersBackend
@@ -37,6 +37,8 @@ BLANK_TOKENS = ("mask_token", "smask_token", "gmask_token")
 GLM_EXTRA_TOKENS = ("smask_token", "gmask_token", "sop_token", "eop_token")
 # ChatGLM's whitespace pieces: newline, tab and runs of 2-80 spaces each become one token.
 WHITESPACE_PIECES = ("<n>", "<|tab|>", *(f"<|blank_{n}|>" for n in range(2, 81)))
+# CJK ideographs and full-width punctuation: `train_bpe` pre-splits them one per piece (BERT's Chinese handling).
+CJK_CHARACTER = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
 
 
 def encode_whitespace(text: str) -> str:
@@ -92,9 +94,16 @@ class GLMTokenizer(TokenizersBackend):
     ) -> "GLMTokenizer":
         """Trains a byte-level BPE on `texts` (any language; every byte is covered, so nothing is ever unknown)
         with the GLM special tokens at ids 0-8 in `DEFAULT_SPECIAL_TOKENS` order. Blanks strip the whitespace on
-        their left, as THUDM's tokenizers do."""
+        their left, as THUDM's tokenizers do. Chinese characters are pre-split one per piece, so a token never
+        spans a word boundary in text without spaces (else "首都是巴黎" could become one token, and a blank could not
+        stand for "巴黎" alone)."""
         backend = Tokenizer(BPE())
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(CJK_CHARACTER), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
         backend.decoder = decoders.ByteLevel()
         trainer = BpeTrainer(
             vocab_size=vocab_size,

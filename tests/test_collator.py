@@ -189,4 +189,4 @@ def test_stock_trainer_pretrains_with_the_collator(tokenizer, tmp_path):
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=data)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] < 0.6 * losses[0]

@@ -94,6 +94,9 @@ def test_sizes_are_in_the_expected_ranges(split):
     assert 300_000 <= sum(len(doc.encode()) for doc in without_prose) <= 1_000_000
     assert 1_000_000 <= sum(len(doc.encode()) for doc in with_prose) <= 3_000_000
     assert len(without_prose) > 3_000 and all(without_prose)
+    facts_only = documents(include_prose=False, include_everyday=False, held_out=split[1])
+    assert 100_000 <= sum(len(doc.encode()) for doc in facts_only) <= 300_000
+    assert not any("every day" in doc for doc in facts_only) and any("every day" in doc for doc in without_prose)
 
 
 def test_frequency_baseline_on_a_hand_made_example():

@@ -145,6 +145,18 @@ def test_train_new_from_iterator_keeps_the_glm_layout(tokenizer):
     assert retrained.decode(retrained("北京 [MASK] Paris")["input_ids"]) == "北京[MASK] Paris"
 
 
+def test_trained_tokens_never_join_chinese_characters():
+    repeated = GLMTokenizer.train_bpe(["法国的首都是巴黎。"] * 200 + ["The capital is Paris."] * 200, vocab_size=400)
+    assert repeated.tokenize("法国的首都是巴黎。") and all(
+        len(repeated.convert_tokens_to_string([token]).strip()) <= 1
+        for token in repeated.tokenize("法国的首都是巴黎。")
+    )
+    assert "ĠParis" in repeated.get_vocab()
+    blank = repeated("法国的首都是[MASK]。")["input_ids"]
+    filled = repeated("法国的首都是巴黎。")["input_ids"]
+    assert blank[:6] == filled[:6] and blank[-1] == filled[-1]
+
+
 def test_from_backend_requires_the_special_tokens_in_the_vocabulary():
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel

@@ -1,0 +1,178 @@
+"""`glm-hf demo`: pretrain a tiny GLM on the embedded corpus and measure how well it fills held-out blanks.
+
+The model trains with `DataCollatorForBlankInfilling` and the stock `Trainer` on `corpus.documents()`, from which
+the held-out facts of `corpus.split_facts()` are removed; it is then asked to fill those facts' blanks. The shipped
+tokenizer (`assets/demo_tokenizer`) is what `train_demo_tokenizer()` builds; `scripts/build_demo_tokenizer.py`
+rebuilds it.
+"""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from . import corpus
+from .configuration_glm import GLMConfig
+from .modeling_glm import GLMForConditionalGeneration
+from .pretraining import fill_blanks, model_card, pretrain, save_run_artifacts
+from .tokenization_glm import GLMTokenizer
+
+DEMO_TOKENIZER_DIR = Path(__file__).parent / "assets" / "demo_tokenizer"
+DEMO_VOCAB_SIZE = 2048
+DEMO_SEED = 0
+GENERATION_PROMPTS = ("The capital of Italy is Rome. [gMASK]", "法国的首都是巴黎。[gMASK]")
+
+
+@dataclass
+class DemoSettings:
+    """Sizes and schedule of the demo run; the defaults train in about four minutes on two CPU cores."""
+
+    max_steps: int = 1200
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    row_length: int = 64
+    hidden_size: int = 192
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 3
+    objective_probs: tuple[float, float, float] = (0.8, 0.0, 0.2)
+    mask_ratio: float = 0.3
+    full_corpus: bool = False
+    seed: int = DEMO_SEED
+    progress_bar: bool = True
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured: held-out exact match overall and per fact kind, and the frequency baseline."""
+
+    exact_match: float
+    baseline: float
+    per_kind: dict[str, tuple[int, int]]
+    examples: list[tuple[str, str, str]] = field(default_factory=list)
+    generations: list[tuple[str, str]] = field(default_factory=list)
+    final_loss: float = float("nan")
+
+
+def demo_training_texts(full_corpus: bool = False) -> tuple[list[str], list[corpus.Fact], list[corpus.Fact]]:
+    """The demo's training documents (held-out facts removed) with the (train, held-out) fact split.
+
+    By default only the fact statements and their translations: a few-million-parameter model learns the facts
+    within minutes from them. `full_corpus` adds the everyday sentence pairs and the standard library's prose."""
+    train, held_out = corpus.split_facts(seed=DEMO_SEED)
+    documents = corpus.documents(
+        seed=DEMO_SEED, include_prose=full_corpus, include_everyday=full_corpus, held_out=held_out
+    )
+    return documents, train, held_out
+
+
+def train_demo_tokenizer() -> GLMTokenizer:
+    """The demo tokenizer: a byte-level BPE of `DEMO_VOCAB_SIZE` tokens on the corpus's facts and sentence pairs
+    (without the held-out facts and the prose, whose content depends on the Python installation)."""
+    _, held_out = corpus.split_facts(seed=DEMO_SEED)
+    documents = corpus.documents(seed=DEMO_SEED, include_prose=False, held_out=held_out)
+    return GLMTokenizer.train_bpe(documents, vocab_size=DEMO_VOCAB_SIZE)
+
+
+def load_demo_tokenizer() -> GLMTokenizer:
+    """The shipped demo tokenizer, or a freshly trained one where the package was installed without it."""
+    if (DEMO_TOKENIZER_DIR / "tokenizer.json").is_file():
+        return GLMTokenizer.from_pretrained(DEMO_TOKENIZER_DIR)
+    return train_demo_tokenizer()
+
+
+def demo_config(tokenizer: GLMTokenizer, settings: DemoSettings) -> GLMConfig:
+    """A GLM of a few million parameters whose position tables cover a packed row and its Part B."""
+    return GLMConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=settings.hidden_size,
+        num_hidden_layers=settings.num_hidden_layers,
+        num_attention_heads=settings.num_attention_heads,
+        max_position_embeddings=2 * settings.row_length,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
+
+
+def run_demo(output_dir: str | Path, settings: DemoSettings | None = None) -> DemoResult:
+    """Pretrains the demo GLM, evaluates held-out blank filling, saves model, tokenizer, loss curve and model card
+    to `output_dir`, and returns the measurements."""
+    settings = settings or DemoSettings()
+    torch.manual_seed(settings.seed)
+    documents, train_facts, held_out = demo_training_texts(settings.full_corpus)
+    tokenizer = load_demo_tokenizer()
+    trainer = pretrain(
+        Dataset.from_dict({"text": documents}),
+        tokenizer,
+        demo_config(tokenizer, settings),
+        output_dir,
+        row_length=settings.row_length,
+        max_steps=settings.max_steps,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
+        progress_bar=settings.progress_bar,
+        mask_ratio=settings.mask_ratio,
+        objective_probs=settings.objective_probs,
+    )
+    model = trainer.model
+
+    fills = fill_blanks(model, tokenizer, [fact.text for fact in held_out])
+    result = _score(held_out, fills, corpus.frequency_baseline(train_facts, held_out))
+    generated = fill_blanks(model, tokenizer, GENERATION_PROMPTS, max_new_tokens=24)
+    result.generations = list(zip(GENERATION_PROMPTS, generated, strict=True))
+    result.final_loss = next(entry["loss"] for entry in reversed(trainer.state.log_history) if "loss" in entry)
+
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    save_run_artifacts(output_dir, trainer.state.log_history, _card(model, settings, result))
+    return result
+
+
+def _score(held_out: list[corpus.Fact], fills: list[str], baseline: float) -> DemoResult:
+    hits: Counter[str] = Counter()
+    totals: Counter[str] = Counter()
+    for fact, fill in zip(held_out, fills, strict=True):
+        group = f"{fact.kind} ({fact.language})"
+        totals[group] += 1
+        hits[group] += fill == fact.answer
+    examples = [(fact.text, fact.answer, fill) for fact, fill in zip(held_out, fills, strict=True)]
+    return DemoResult(
+        exact_match=sum(hits.values()) / len(held_out),
+        baseline=baseline,
+        per_kind={group: (hits[group], totals[group]) for group in sorted(totals)},
+        examples=examples,
+    )
+
+
+def _card(model: GLMForConditionalGeneration, settings: DemoSettings, result: DemoResult):
+    table = ["| facts | exact | total |", "|---|---|---|"]
+    table += [f"| {group} | {hit} | {total} |" for group, (hit, total) in result.per_kind.items()]
+    return model_card(
+        model,
+        "glm-hf demo: a tiny GLM pretrained on the embedded bilingual corpus",
+        {
+            "Training": (
+                f"Pretrained from scratch by `glm-hf demo` with `DataCollatorForBlankInfilling` (objective mix "
+                f"token/sentence/document = {settings.objective_probs}, mask ratio {settings.mask_ratio}) and the "
+                f"stock `Trainer`: {settings.max_steps} steps of {settings.batch_size} packed rows of "
+                f"{settings.row_length} tokens, learning rate {settings.learning_rate}, cosine "
+                f"schedule, seed {settings.seed}. Final training loss {result.final_loss:.3f}; curve in "
+                "`loss_curve.png`."
+            ),
+            "Evaluation": (
+                f"Greedy blank filling on {sum(t for _, t in result.per_kind.values())} held-out fact sentences "
+                f"that never appear in the training text: exact match **{result.exact_match:.3f}**, against "
+                f"{result.baseline:.3f} for always answering the most frequent training answer of the same kind "
+                "and language.\n\n" + "\n".join(table)
+            ),
+            "Limitations": (
+                "A demonstration of the training stack, not a useful language model: it knows only the embedded "
+                "corpus (capitals, elements, single-digit arithmetic, months and weekdays, simple sentence pairs)."
+            ),
+        },
+    )
+
+
+__all__ = ["DemoResult", "DemoSettings", "load_demo_tokenizer", "run_demo", "train_demo_tokenizer"]
