@@ -23,7 +23,10 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
     - token (`[MASK]`): span lengths from a Poisson(`poisson_lambda`) on 1..`max_span_length`, drawn until
       `mask_ratio` of the tokens are covered (the last span is shortened to hit it exactly), placed at random with at
       least one kept token between spans;
-    - sentence (`[sMASK]`): whole sentences, in random order, until `mask_ratio` of the tokens are covered;
+    - sentence (`[sMASK]`): whole sentences, in random order, until `mask_ratio` of the tokens are covered; a
+      sentence ends at a token in `sentence_end_token_ids` (default: tokens ending in English or Chinese sentence
+      punctuation), or where the example's optional `sentence_ends` says (token offsets into its `input_ids`,
+      exclusive ends, e.g. from a sentence splitter's character offsets);
     - document (`[gMASK]`): one span of `document_min_ratio`..1 of the text, at its end.
     Each span becomes one blank in Part A and, in a random order (`shuffle_spans`), a Part B segment
     `<|startofpiece|> span` with targets `span <|endofpiece|>`. Special tokens at either end of the text (`[CLS]`,
@@ -84,12 +87,18 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
         return sorted(i for i, text in zip(ids, texts, strict=True) if text.strip().endswith(SENTENCE_ENDS))
 
     def torch_call(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        rows = [self.layout(np.asarray(example["input_ids"], dtype=np.int64)) for example in examples]
+        rows = [
+            self.layout(np.asarray(example["input_ids"], dtype=np.int64), example.get("sentence_ends"))
+            for example in examples
+        ]
         return batch_infilling(rows, self.tokenizer.pad_token_id, self.pad_to_multiple_of)
 
-    def layout(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """One example's blank-infilling layout, shortened to `max_length` if needed."""
+    def layout(self, ids: np.ndarray, sentence_ends: list[int] | None = None) -> dict[str, np.ndarray]:
+        """One example's blank-infilling layout, shortened to `max_length` if needed; `sentence_ends` overrides
+        the punctuation-based sentence boundaries."""
         lead = _run_length(np.isin(ids, self.special_ids))
+        if sentence_ends is not None:
+            sentence_ends = _checked_sentence_ends(sentence_ends, len(ids)) - lead
         trail = _run_length(np.isin(ids[lead:][::-1], self.special_ids))
         prefix, body, suffix = ids[:lead], ids[lead : len(ids) - trail], ids[len(ids) - trail :]
         objective = int(self.rng.choice(3, p=self.objective_probs))
@@ -97,21 +106,21 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
         if self.max_length is not None:
             budget = max(min(budget, self.max_length - len(prefix) - len(suffix)), 0)
         while True:
-            spans = self._spans(objective, body[:budget])
+            spans = self._spans(objective, body[:budget], sentence_ends)
             example = self._assemble(prefix, body[:budget], suffix, spans, objective)
             overflow = 0 if self.max_length is None else len(example["input_ids"]) - self.max_length
             if overflow <= 0:
                 return example
             budget = max(budget - overflow, 0)
 
-    def _spans(self, objective: int, body: np.ndarray) -> np.ndarray:
+    def _spans(self, objective: int, body: np.ndarray, sentence_ends: np.ndarray | None) -> np.ndarray:
         """`[k, 2]` (start, end) of the masked spans in `body`, sorted."""
         if len(body) == 0:
             return np.zeros((0, 2), dtype=np.int64)
         if objective == 0:
             return self._token_spans(len(body))
         if objective == 1:
-            return self._sentence_spans(body)
+            return self._sentence_spans(body, sentence_ends)
         length = max(1, round(self.rng.uniform(self.document_min_ratio, 1.0) * len(body)))
         return np.array([[len(body) - length, len(body)]], dtype=np.int64)
 
@@ -126,8 +135,11 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
         starts = places + np.concatenate([[0], np.cumsum(lengths[:-1] + 1)])
         return np.stack([starts, starts + lengths], axis=1)
 
-    def _sentence_spans(self, body: np.ndarray) -> np.ndarray:
-        ends = np.flatnonzero(np.isin(body, self.sentence_end_token_ids)) + 1
+    def _sentence_spans(self, body: np.ndarray, sentence_ends: np.ndarray | None) -> np.ndarray:
+        if sentence_ends is None:
+            ends = np.flatnonzero(np.isin(body, self.sentence_end_token_ids)) + 1
+        else:
+            ends = sentence_ends[(sentence_ends > 0) & (sentence_ends < len(body))]
         bounds = np.unique(np.concatenate([[0], ends, [len(body)]]))
         sentences = np.stack([bounds[:-1], bounds[1:]], axis=1)
         order = self.rng.permutation(len(sentences))
@@ -152,6 +164,17 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
         return infilling_arrays(
             part_a, pieces, blanks[order], self.tokenizer.sop_token_id, self.tokenizer.eop_token_id
         )
+
+
+def _checked_sentence_ends(sentence_ends: list[int], length: int) -> np.ndarray:
+    """`sentence_ends` as an array, after checking they are increasing offsets within the example."""
+    ends = np.asarray(sentence_ends, dtype=np.int64)
+    if ends.ndim != 1 or (ends < 1).any() or (ends > length).any() or (np.diff(ends) <= 0).any():
+        raise ValueError(
+            f"sentence_ends must be increasing token offsets in 1..{length} (exclusive ends of the sentences in "
+            f"input_ids), got {list(sentence_ends)}."
+        )
+    return ends
 
 
 def _run_length(flags: np.ndarray) -> int:

@@ -115,6 +115,22 @@ def test_sentence_objective_masks_whole_sentences(tokenizer):
         assert spans and all(span in sentences for span in spans)
 
 
+def test_sentence_boundaries_from_the_dataset_override_punctuation(tokenizer):
+    ids = [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]  # no punctuation at all
+    data = collator(tokenizer, 1, mask_ratio=0.3)
+    for seed in range(10):
+        data.rng = np.random.default_rng(seed)
+        batch = data([{"input_ids": ids, "sentence_ends": [3, 7, 10]}])
+        spans, span = [], []
+        for token in batch["labels"][0][batch["labels"][0] != -100].tolist():
+            spans, span = (spans + [span], []) if token == 8 else (spans, span + [token])
+        assert spans and all(span in ([11, 12, 13], [14, 15, 16, 17], [18, 19, 20]) for span in spans)
+    with pytest.raises(ValueError, match="sentence_ends must be increasing"):
+        data([{"input_ids": ids, "sentence_ends": [5, 3]}])
+    with pytest.raises(ValueError, match=r"in 1\.\.10"):
+        data([{"input_ids": ids, "sentence_ends": [3, 11]}])
+
+
 def test_same_seed_same_batches_and_spans_are_shuffled(tokenizer):
     examples = [{"input_ids": tokenizer(CORPUS[0])["input_ids"]}] * 4
     first = collator(tokenizer, 0, seed=3)(examples)
