@@ -132,6 +132,27 @@ def tokenizer_special_ids(tokenizer: GLMTokenizer) -> dict[str, int]:
     return {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in names}
 
 
+def run_convert(args: argparse.Namespace) -> None:
+    """Converts a THUDM GLM / ChatGLM-6B checkpoint folder into a glm-hf folder."""
+    import torch
+
+    from .convert.checkpoint import CheckpointError, convert_checkpoint
+
+    dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
+    try:
+        destination = convert_checkpoint(
+            args.source,
+            args.destination,
+            dtype=dtype,
+            require_tokenizer=not args.no_tokenizer,
+            overwrite=args.overwrite,
+            progress=print,
+        )
+    except CheckpointError as error:
+        raise SystemExit(f"glm-hf convert: {error}") from error
+    print(f"converted {args.source} -> {destination}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glm-hf", description="GLM models for HuggingFace Transformers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--mask-ratio", type=float, default=0.15)
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.set_defaults(handler=run_pretrain)
+
+    convert = commands.add_parser("convert", help="convert a THUDM GLM or ChatGLM-6B checkpoint folder to glm-hf")
+    convert.add_argument("source", help="THUDM checkpoint folder (config.json, weights, vocabulary files)")
+    convert.add_argument("destination", help="folder to write (must not exist or be empty, unless --overwrite)")
+    convert.add_argument("--dtype", choices=("keep", "float32", "float16", "bfloat16"), default="keep")
+    convert.add_argument("--no-tokenizer", action="store_true", help="convert a ChatGLM folder without ice_text.model")
+    convert.add_argument("--overwrite", action="store_true", help="replace a non-empty destination")
+    convert.set_defaults(handler=run_convert)
 
     tokenizer = commands.add_parser("tokenizer", help="tokenizer tools")
     tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)

@@ -35,11 +35,15 @@ class GLMConfig(PreTrainedConfig):
     Architecture switches (the family's variants are combinations of these):
         position_encoding: `"learned_2d"` adds a position table and a block-position table to the token
             embedding (GLM); `"rotary_2d"` rotates the first half of each head by the position and the second half
-            by the block position (GLM-130B, ChatGLM-6B). `rope_theta` is the rotary base.
+            by the block position (GLM-130B, ChatGLM-6B). `rope_theta` is the rotary base;
+            `rope_fp16_frequencies` rounds the rotary frequencies to float16 as ChatGLM-6B's code does (its
+            checkpoints were trained with them, so converted ChatGLM models set it).
         layernorm_style: `"pre"` is pre-LN with a final LayerNorm (GLM). `"deepnorm"` is GLM-130B's DeepNorm:
             each sub-layer returns `alpha * LN(x) + f(LN(x))` with `alpha = sqrt(2 * num_hidden_layers)`, and the
             value, output and MLP weights get Xavier-normal init with gain `(2 * num_hidden_layers) ** -0.5`.
-            `"post_alpha"` is ChatGLM-6B's form: the same forward, with the plain normal init.
+            `"post_alpha"` is ChatGLM-6B's form: the same forward, with the plain normal init. `post_ln_alpha`
+            overrides alpha (ChatGLM-6B's code fixes it at `sqrt(56)` whatever the depth; converted checkpoints
+            store it).
         use_glu: GeGLU feed-forward (`x1 * act(x2)` over the two halves of the up-projection) instead of `act(x)`.
         hidden_act: the activation (GLM and ChatGLM use the tanh approximation of GeLU).
         embedding_grad_shrink: GLM-130B's embedding gradient shrink; the embedding's gradient is multiplied by
@@ -67,7 +71,9 @@ class GLMConfig(PreTrainedConfig):
     hidden_act: str = "gelu_pytorch_tanh"
     position_encoding: str = "learned_2d"
     rope_theta: float = 10000.0
+    rope_fp16_frequencies: bool = False
     layernorm_style: str = "pre"
+    post_ln_alpha: float | None = None
     use_glu: bool = False
     embedding_grad_shrink: float = 1.0
     attention_softmax_in_fp32: bool = True
@@ -105,7 +111,9 @@ class GLMConfig(PreTrainedConfig):
     @property
     def residual_alpha(self) -> float:
         """Residual scale of the post-LN styles (DeepNorm, ChatGLM); 1.0 for pre-LN."""
-        return 1.0 if self.layernorm_style == "pre" else (2.0 * self.num_hidden_layers) ** 0.5
+        if self.layernorm_style == "pre":
+            return 1.0
+        return self.post_ln_alpha if self.post_ln_alpha is not None else (2.0 * self.num_hidden_layers) ** 0.5
 
     def _check_values(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
@@ -137,6 +145,10 @@ class GLMConfig(PreTrainedConfig):
         if not 0.0 < self.embedding_grad_shrink <= 1.0:
             raise ValueError(
                 f"GLMConfig.embedding_grad_shrink must be in (0, 1] (1.0 = off), got {self.embedding_grad_shrink}."
+            )
+        if self.post_ln_alpha is not None and self.post_ln_alpha <= 0:
+            raise ValueError(
+                f"GLMConfig.post_ln_alpha must be positive (or None for sqrt(2N)), got {self.post_ln_alpha}."
             )
         if self.attention_scale < 1.0:
             raise ValueError(f"GLMConfig.attention_scale must be >= 1.0, got {self.attention_scale}.")

@@ -1,5 +1,8 @@
 """PyTorch GLM: autoregressive blank infilling with 2D positions (GLM, GLM-130B-style, ChatGLM-6B-style)."""
 
+import json
+import os
+import tempfile
 from collections.abc import Callable
 
 import torch
@@ -39,6 +42,18 @@ def apply_rotary_2d(
     return query * cos + rotate_half_pairs(query) * sin, key * cos + rotate_half_pairs(key) * sin
 
 
+def _thudm_folder(path) -> bool:
+    """Whether `path` is a local folder holding a THUDM GLM (`model_type="glm"` with block positions) or ChatGLM-6B
+    checkpoint rather than a glm-hf one."""
+    config_file = os.path.join(str(path), "config.json")
+    if not os.path.isfile(config_file):
+        return False
+    with open(config_file, encoding="utf-8") as handle:
+        config = json.load(handle)
+    model_type = config.get("model_type")
+    return model_type == "chatglm" or (model_type == "glm" and "block_position_encoding" in config)
+
+
 class GLMRotary2D(nn.Module):
     """cos/sin tables for 2D rotary positions: half of each head rotates with the position, half with the block
     position (ChatGLM-6B's layout)."""
@@ -49,11 +64,13 @@ class GLMRotary2D(nn.Module):
         super().__init__()
         self.rotary_dim = config.head_dim // 2
         self.theta = config.rope_theta
+        self.fp16_frequencies = config.rope_fp16_frequencies
         self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
 
     def compute_inv_freq(self) -> torch.Tensor:
         exponents = torch.arange(0, self.rotary_dim, 2, dtype=torch.float32) / self.rotary_dim
-        return 1.0 / (self.theta**exponents)
+        inv_freq = 1.0 / (self.theta**exponents)
+        return inv_freq.half().float() if self.fp16_frequencies else inv_freq
 
     @torch.no_grad()
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,8 +254,23 @@ class GLMPreTrainedModel(PreTrainedModel):
         self._lay_out_widening_weights()
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Loads a glm-hf checkpoint; a local THUDM GLM or ChatGLM-6B folder is converted on the fly into a
+        temporary folder first (for large checkpoints, convert once with `glm-hf convert` instead)."""
+        if _thudm_folder(pretrained_model_name_or_path):
+            try:
+                from .convert.checkpoint import convert_checkpoint
+            except ImportError as error:
+                raise ImportError(
+                    f"{pretrained_model_name_or_path} is a THUDM checkpoint; loading it needs the glm-hf package "
+                    "(pip install glm-hf) or a folder converted with `glm-hf convert`."
+                ) from error
+            with tempfile.TemporaryDirectory() as scratch:
+                converted = convert_checkpoint(
+                    pretrained_model_name_or_path, os.path.join(scratch, "converted"), require_tokenizer=False
+                )
+                return cls.from_pretrained(converted, *args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model._lay_out_widening_weights()
         return loaded

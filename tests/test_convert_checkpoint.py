@@ -1,0 +1,355 @@
+"""THUDM GLM and ChatGLM-6B checkpoint import: parity with THUDM's math (tests/thudm_reference.py), greedy
+generation, sharded and prefixed inputs, `from_pretrained` on THUDM folders, the CLI, and bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from thudm_reference import chatglm_forward, glm_forward, greedy
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from glm_hf import GLMForConditionalGeneration, GLMTokenizer
+from glm_hf.blank_infilling import build_position_ids
+from glm_hf.cli import main
+from glm_hf.convert.checkpoint import CheckpointError, convert_checkpoint
+
+VOCAB = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "thudm-vocab"
+
+GLM_CONFIG = {
+    "model_type": "glm",
+    "num_layers": 2,
+    "vocab_size": 50304,
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "max_sequence_length": 64,
+    "embedding_dropout_prob": 0.1,
+    "attention_dropout_prob": 0.1,
+    "output_dropout_prob": 0.1,
+    "checkpoint_activations": False,
+    "checkpoint_num_layers": 1,
+    "parallel_output": True,
+    "relative_encoding": False,
+    "block_position_encoding": True,
+    "output_predict": True,
+    "spell_length": None,
+    "spell_func": "lstm",
+    "attention_scale": 1.0,
+    "architectures": ["GLMModel"],
+}
+CHATGLM_CONFIG = {
+    "model_type": "chatglm",
+    "architectures": ["ChatGLMModel"],
+    "num_layers": 3,
+    "vocab_size": 300,
+    "hidden_size": 64,
+    "inner_hidden_size": 96,
+    "num_attention_heads": 4,
+    "layernorm_epsilon": 1e-5,
+    "max_sequence_length": 64,
+    "position_encoding_2d": True,
+    "mask_token_id": 250,
+    "gmask_token_id": 251,
+    "bos_token_id": 254,
+    "eos_token_id": 255,
+    "pad_token_id": 3,
+    "use_cache": True,
+}
+
+
+def glm_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random state dict with THUDM GLM's keys and shapes."""
+    g = torch.Generator().manual_seed(seed)
+    h, rows = config["hidden_size"], config["max_sequence_length"] + 1
+    shapes = {
+        "word_embeddings.weight": (config["vocab_size"], h),
+        "transformer.position_embeddings.weight": (rows, h),
+        "transformer.block_position_embeddings.weight": (rows, h),
+        "transformer.final_layernorm.weight": (h,),
+        "transformer.final_layernorm.bias": (h,),
+    }
+    for i in range(config["num_layers"]):
+        p = f"transformer.layers.{i}"
+        shapes |= {
+            f"{p}.input_layernorm.weight": (h,),
+            f"{p}.input_layernorm.bias": (h,),
+            f"{p}.attention.query_key_value.weight": (3 * h, h),
+            f"{p}.attention.query_key_value.bias": (3 * h,),
+            f"{p}.attention.dense.weight": (h, h),
+            f"{p}.attention.dense.bias": (h,),
+            f"{p}.post_attention_layernorm.weight": (h,),
+            f"{p}.post_attention_layernorm.bias": (h,),
+            f"{p}.mlp.dense_h_to_4h.weight": (4 * h, h),
+            f"{p}.mlp.dense_h_to_4h.bias": (4 * h,),
+            f"{p}.mlp.dense_4h_to_h.weight": (h, 4 * h),
+            f"{p}.mlp.dense_4h_to_h.bias": (h,),
+        }
+    return {key: _random(shape, key, g) for key, shape in shapes.items()}
+
+
+def chatglm_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random state dict with ChatGLM-6B's keys and shapes (rotary buffers included, as THUDM saves them)."""
+    g = torch.Generator().manual_seed(seed)
+    h, inner = config["hidden_size"], config["inner_hidden_size"]
+    d = h // config["num_attention_heads"]
+    shapes = {
+        "transformer.word_embeddings.weight": (config["vocab_size"], h),
+        "transformer.final_layernorm.weight": (h,),
+        "transformer.final_layernorm.bias": (h,),
+        "lm_head.weight": (config["vocab_size"], h),
+    }
+    for i in range(config["num_layers"]):
+        p = f"transformer.layers.{i}"
+        shapes |= {
+            f"{p}.input_layernorm.weight": (h,),
+            f"{p}.input_layernorm.bias": (h,),
+            f"{p}.attention.query_key_value.weight": (3 * h, h),
+            f"{p}.attention.query_key_value.bias": (3 * h,),
+            f"{p}.attention.dense.weight": (h, h),
+            f"{p}.attention.dense.bias": (h,),
+            f"{p}.post_attention_layernorm.weight": (h,),
+            f"{p}.post_attention_layernorm.bias": (h,),
+            f"{p}.mlp.dense_h_to_4h.weight": (inner, h),
+            f"{p}.mlp.dense_h_to_4h.bias": (inner,),
+            f"{p}.mlp.dense_4h_to_h.weight": (h, inner),
+            f"{p}.mlp.dense_4h_to_h.bias": (h,),
+        }
+    state = {key: _random(shape, key, g) for key, shape in shapes.items()}
+    for i in range(config["num_layers"]):
+        state[f"transformer.layers.{i}.attention.rotary_emb.inv_freq"] = torch.rand(d // 4, generator=g).half()
+    return state
+
+
+def _random(shape: tuple[int, ...], key: str, g: torch.Generator) -> torch.Tensor:
+    if "layernorm" in key:
+        return (1.0 if key.endswith("weight") else 0.0) + 0.1 * torch.randn(shape, generator=g)
+    return 0.3 * torch.randn(shape, generator=g)
+
+
+def write_glm_folder(folder: Path, state: dict, sharded: bool = False, prefix: str = "") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(GLM_CONFIG))
+    shutil.copy(VOCAB / "gpt2-vocab.json", folder / "vocab.json")
+    shutil.copy(VOCAB / "gpt2-merges.txt", folder / "merges.txt")
+    state = {prefix + key: value for key, value in state.items()}
+    if not sharded:
+        torch.save(state, folder / "pytorch_model.bin")
+        return folder
+    keys = sorted(state)
+    halves = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in halves.items():
+        save_file({key: state[key].contiguous() for key in part}, str(folder / name))
+    weight_map = {key: name for name, part in halves.items() for key in part}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+def write_chatglm_folder(folder: Path, state: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(CHATGLM_CONFIG))
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+needs_vocab = pytest.mark.skipif(not VOCAB.is_dir(), reason="THUDM vocabulary fixtures (../shared) not present")
+
+
+@pytest.fixture(scope="module")
+def glm_source(tmp_path_factory) -> tuple[Path, dict]:
+    if not VOCAB.is_dir():
+        pytest.skip("THUDM vocabulary fixtures (../shared) not present")
+    state = glm_state(GLM_CONFIG)
+    return write_glm_folder(tmp_path_factory.mktemp("thudm") / "glm-tiny", state), state
+
+
+@pytest.fixture(scope="module")
+def glm_converted(glm_source, tmp_path_factory) -> Path:
+    return convert_checkpoint(glm_source[0], tmp_path_factory.mktemp("out") / "glm-hf-tiny")
+
+
+def glm_layout(tokenizer: GLMTokenizer, prompt: str, span: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """THUDM's layout for one filled blank: ids, position ids (blank position, block 1..n) and the Part A length."""
+    part_a = tokenizer(prompt)["input_ids"]
+    piece = [tokenizer.sop_token_id, *tokenizer(span, add_special_tokens=False)["input_ids"]]
+    ids = torch.tensor([part_a + piece])
+    blank = part_a.index(tokenizer.mask_token_id)
+    n, m = len(part_a), len(piece)
+    positions = torch.tensor([[*range(n), *[blank] * m], [0] * n + [*range(1, m + 1)]])
+    return ids, positions.unsqueeze(0), torch.tensor([n])
+
+
+def test_glm_logits_match_thudm_math(glm_source, glm_converted):
+    _, state = glm_source
+    model = GLMForConditionalGeneration.from_pretrained(glm_converted, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(glm_converted)
+    ids, positions, sep = glm_layout(tokenizer, "Tsinghua University is located in [MASK].", " Beijing, China")
+    expected = glm_forward(state, GLM_CONFIG, ids, positions, sep)
+    for implementation in ("eager", "sdpa"):
+        model.set_attn_implementation(implementation)
+        with torch.no_grad():
+            ours = model(input_ids=ids, position_ids=positions, attention_mask=sep).logits
+        assert (ours - expected).abs().max() <= 1e-5, implementation
+    assert expected.abs().max() > 1.0  # the comparison is not between near-zero logits
+
+
+def test_glm_positions_we_derive_are_thudms(glm_converted):
+    tokenizer = AutoTokenizer.from_pretrained(glm_converted)
+    ids, positions, _ = glm_layout(tokenizer, "Tsinghua University is located in [MASK].", " Beijing")
+    config = GLMForConditionalGeneration.config_class.from_pretrained(glm_converted)
+    assert torch.equal(build_position_ids(ids, config.blank_token_ids, config.sop_token_id), positions)
+
+
+def test_glm_greedy_generation_matches_thudm(glm_source, glm_converted):
+    _, state = glm_source
+    model = GLMForConditionalGeneration.from_pretrained(glm_converted).eval()
+    tokenizer = AutoTokenizer.from_pretrained(glm_converted)
+    prompt = tokenizer("Tsinghua University is located in [MASK].", return_tensors="pt")["input_ids"]
+    blank = prompt[0].tolist().index(tokenizer.mask_token_id)
+    n = prompt.shape[1]
+
+    def reference(ids):
+        b = ids.shape[1] - n
+        positions = torch.tensor([[*range(n), *[blank] * b], [0] * n + [*range(1, b + 1)]]).unsqueeze(0)
+        return glm_forward(state, GLM_CONFIG, ids, positions, torch.tensor([n]))
+
+    with torch.no_grad():  # an eos that never comes: both decode all 10 steps
+        expected = greedy(reference, torch.cat([prompt, torch.tensor([[tokenizer.sop_token_id]])], -1), 10)
+        ours = model.generate(prompt, max_new_tokens=10, do_sample=False, eos_token_id=model.config.vocab_size)
+    assert ours.tolist() == expected.tolist()
+
+
+def test_sharded_safetensors_with_the_glm_prefix_convert_the_same(glm_source, glm_converted, tmp_path):
+    _, state = glm_source
+    source = write_glm_folder(tmp_path / "sharded", state, sharded=True, prefix="glm.")
+    converted = convert_checkpoint(source, tmp_path / "out", dtype=torch.float32)
+    assert sorted(p.name for p in converted.glob("*.safetensors")) == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
+    first = GLMForConditionalGeneration.from_pretrained(glm_converted).state_dict()
+    second = GLMForConditionalGeneration.from_pretrained(converted).state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_from_pretrained_and_auto_load_a_thudm_folder_directly(glm_source, glm_converted):
+    source, _ = glm_source
+    direct = GLMForConditionalGeneration.from_pretrained(source).state_dict()
+    converted = AutoModelForSeq2SeqLM.from_pretrained(glm_converted).state_dict()
+    assert all(torch.equal(direct[k], converted[k]) for k in converted)
+    card = (glm_converted / "README.md").read_text()
+    assert "glm-tiny" in card and "no remote code" in card
+
+
+def chatglm_prompts(config: dict) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    text = torch.randint(10, 240, (2, 9), generator=g)
+    gmask = torch.cat([text, torch.tensor([[config["gmask_token_id"], config["bos_token_id"]]] * 2)], -1)
+    return gmask
+
+
+def test_chatglm_logits_and_greedy_generation_match_thudm_math(tmp_path):
+    state = chatglm_state(CHATGLM_CONFIG)
+    source = write_chatglm_folder(tmp_path / "chatglm-tiny", state)
+    converted = convert_checkpoint(source, tmp_path / "out", require_tokenizer=False)
+    model = GLMForConditionalGeneration.from_pretrained(converted, attn_implementation="eager").eval()
+    assert model.config.post_ln_alpha == pytest.approx(56**0.5) and not model.config.tie_word_embeddings
+
+    prompts = chatglm_prompts(CHATGLM_CONFIG)
+    span = torch.randint(10, 240, (2, 5), generator=torch.Generator().manual_seed(2))
+    filled = torch.cat([prompts, span], -1)
+    expected = chatglm_forward(state, CHATGLM_CONFIG, filled)
+    for implementation in ("eager", "sdpa"):
+        model.set_attn_implementation(implementation)
+        with torch.no_grad():
+            ours = model(input_ids=filled).logits
+        assert (ours - expected).abs().max() <= 1e-5, implementation
+    assert expected.abs().max() > 1.0
+
+    masked = prompts.clone()
+    masked[:, 4] = CHATGLM_CONFIG["mask_token_id"]
+    masked[:, -2] = 17  # "text [MASK] text <sop>": ChatGLM fills the [MASK]
+    with torch.no_grad():
+        assert (model(input_ids=masked).logits - chatglm_forward(state, CHATGLM_CONFIG, masked)).abs().max() <= 1e-5
+
+    with torch.no_grad():
+        reference = greedy(lambda ids: chatglm_forward(state, CHATGLM_CONFIG, ids), prompts, 8)
+        ours = model.generate(prompts, max_new_tokens=8, do_sample=False, eos_token_id=model.config.vocab_size)
+    assert ours.tolist() == reference.tolist()
+
+
+def test_convert_command_writes_a_loadable_folder(glm_source, tmp_path, capsys):
+    source, _ = glm_source
+    main(["convert", str(source), str(tmp_path / "out"), "--dtype", "float16"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out")
+    assert model.dtype == torch.float16
+    assert isinstance(AutoTokenizer.from_pretrained(tmp_path / "out"), GLMTokenizer)
+    assert "converted" in capsys.readouterr().out
+
+
+@needs_vocab
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "bert"})), "model_type='bert'"),
+        (lambda f: _edit_state(f, lambda s: s.pop("transformer.final_layernorm.bias")), "lacks 1 weights"),
+        (lambda f: _edit_state(f, lambda s: s.update(extra=torch.zeros(1))), "unexpected key 'extra'"),
+        (
+            lambda f: _edit_state(f, lambda s: s.update({"transformer.final_layernorm.bias": torch.zeros(5)})),
+            "'transformer.final_layernorm.bias' has shape",
+        ),
+        (lambda f: _truncate(f / "pytorch_model.bin"), "truncated"),
+        (lambda f: torch.save({"w": _Arbitrary()}, f / "pytorch_model.bin"), "refuses to run"),
+        (lambda f: (f / "vocab.json").unlink(), "no vocabulary file"),
+        (lambda f: _edit_config(f, vocab_size=1000), "do not belong together"),
+        (lambda f: (f / "pytorch_model.bin").unlink(), "no weights found"),
+    ],
+)
+def test_bad_sources_fail_clearly_and_leave_no_destination(tmp_path, damage, message):
+    source = write_glm_folder(tmp_path / "src", glm_state(GLM_CONFIG))
+    damage(source)
+    with pytest.raises(CheckpointError, match=message):
+        convert_checkpoint(source, tmp_path / "out" / "dst")
+    assert not (tmp_path / "out" / "dst").exists()
+    assert not list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else True
+
+
+def test_existing_destination_is_kept_unless_overwrite(glm_source, tmp_path):
+    source, _ = glm_source
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "keep.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="not empty"):
+        convert_checkpoint(source, tmp_path / "dst")
+    assert (tmp_path / "dst" / "keep.txt").read_text() == "mine"
+    convert_checkpoint(source, tmp_path / "dst", overwrite=True)
+    assert not (tmp_path / "dst" / "keep.txt").exists() and (tmp_path / "dst" / "config.json").is_file()
+
+
+def test_unsupported_chatglm_variants_are_refused(tmp_path):
+    source = write_chatglm_folder(tmp_path / "ptuned", chatglm_state(CHATGLM_CONFIG))
+    _edit_config(source, pre_seq_len=128)
+    with pytest.raises(CheckpointError, match="P-tuning"):
+        convert_checkpoint(source, tmp_path / "out", require_tokenizer=False)
+    with pytest.raises(CheckpointError, match="--no-tokenizer"):
+        convert_checkpoint(source, tmp_path / "out")
+
+
+class _Arbitrary:
+    """An object whose unpickling would need this test module's code."""
+
+
+def _edit_state(folder: Path, edit) -> None:
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    edit(state)
+    torch.save(state, folder / "pytorch_model.bin")
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | changes))
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
