@@ -220,6 +220,49 @@ def test_glm_greedy_generation_matches_thudm(glm_source, glm_converted):
     assert ours.tolist() == expected.tolist()
 
 
+def test_multiple_choice_layout_and_scores_match_thudm(glm_source, glm_converted):
+    _, state = glm_source
+    model = GLMForConditionalGeneration.from_pretrained(glm_converted, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(glm_converted)
+    context = tokenizer("The capital of France is [MASK].")
+    choices = ["Paris", "Tokyo and Kyoto", " Berlin"]
+    ours = tokenizer.build_inputs_for_multiple_choice(context, [choices])
+
+    ids = context["input_ids"]  # THUDM's _build_input_for_multiple_choice, from its published code
+    division, blank = len(ids), ids.index(tokenizer.mask_token_id)
+    tokens, positions, blocks, masks, targets = (
+        list(ids),
+        [*range(division)],
+        [0] * division,
+        [torch.ones(division, division)],
+        [],
+    )
+    for choice in choices:
+        choice_ids = tokenizer(choice, add_special_tokens=False)["input_ids"]
+        targets.append((range(len(tokens), len(tokens) + len(choice_ids)), choice_ids))
+        tokens += [tokenizer.sop_token_id, *choice_ids[:-1]]
+        positions += [blank] * len(choice_ids)
+        blocks += [*range(1, len(choice_ids) + 1)]
+        masks.append(torch.ones(len(choice_ids), len(choice_ids)).tril())
+    mask = torch.block_diag(*masks)
+    mask[division:, :division] = 1
+    thudm_positions = torch.tensor([positions, blocks]).unsqueeze(0)
+
+    assert ours["input_ids"][0].tolist() == tokens
+    assert torch.equal(ours["position_ids"], thudm_positions)
+    assert torch.equal(ours["attention_mask"][0, 0], mask.bool())
+
+    reference = glm_forward(state, GLM_CONFIG, torch.tensor([tokens]), thudm_positions, mask=mask[None, None])
+    expected = torch.stack([reference[0].log_softmax(-1)[list(rows), ids_].sum() for rows, ids_ in targets])
+    with torch.no_grad():
+        logits = model(**{k: ours[k] for k in ("input_ids", "position_ids", "attention_mask")}).logits
+    log_probs = logits[0].log_softmax(-1)
+    labelled = ours["labels"][0] != -100
+    token_scores = log_probs[labelled].gather(-1, ours["labels"][0][labelled, None])[:, 0]
+    scores = torch.zeros(len(choices)).index_add(0, ours["choice_index"][0][labelled], token_scores)
+    assert (scores - expected).abs().max() <= 1e-5
+
+
 def test_sharded_safetensors_with_the_glm_prefix_convert_the_same(glm_source, glm_converted, tmp_path):
     _, state = glm_source
     source = write_glm_folder(tmp_path / "sharded", state, sharded=True, prefix="glm.")
@@ -231,6 +274,16 @@ def test_sharded_safetensors_with_the_glm_prefix_convert_the_same(glm_source, gl
     first = GLMForConditionalGeneration.from_pretrained(glm_converted).state_dict()
     second = GLMForConditionalGeneration.from_pretrained(converted).state_dict()
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_legacy_pickle_checkpoints_convert_the_same(glm_source, glm_converted, tmp_path):
+    source, state = glm_source
+    legacy = tmp_path / "legacy"
+    shutil.copytree(source, legacy)
+    torch.save(state, legacy / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    first = GLMForConditionalGeneration.from_pretrained(glm_converted).state_dict()
+    second = GLMForConditionalGeneration.from_pretrained(convert_checkpoint(legacy, tmp_path / "out")).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_from_pretrained_and_auto_load_a_thudm_folder_directly(glm_source, glm_converted):

@@ -25,18 +25,21 @@ def _linear(x, state, prefix):
     return F.linear(x, state[f"{prefix}.weight"], state.get(f"{prefix}.bias"))
 
 
-def glm_forward(state, config, input_ids, position_ids, sep):
-    """THUDM GLM logits `[b, s, vocab]` for `input_ids` `[b, s]`, `position_ids` `[b, 2, s]`, Part A lengths `sep`."""
+def glm_forward(state, config, input_ids, position_ids, sep=None, mask=None):
+    """THUDM GLM logits `[b, s, vocab]` for `input_ids` `[b, s]`, `position_ids` `[b, 2, s]`, and either Part A
+    lengths `sep` or a 0/1 `mask` `[b, 1, s, s]` (THUDM's 4D form, used for multiple choice)."""
     heads, hidden = config["num_attention_heads"], config["hidden_size"]
     d = hidden // heads
     b, s = input_ids.shape
     x = F.embedding(input_ids, state["word_embeddings.weight"])
     x = x + F.embedding(position_ids[:, 0], state["transformer.position_embeddings.weight"])
     x = x + F.embedding(position_ids[:, 1], state["transformer.block_position_embeddings.weight"])
-    mask = torch.ones(s, s).tril().expand(b, s, s).clone()
-    for row in range(b):
-        mask[row, :, : int(sep[row])] = 1
-    mask = mask.unsqueeze(1)
+    if mask is None:
+        mask = torch.ones(s, s).tril().expand(b, s, s).clone()
+        for row in range(b):
+            mask[row, :, : int(sep[row])] = 1
+        mask = mask.unsqueeze(1)
+    mask = mask.float()
     for i in range(config["num_layers"]):
         p = f"transformer.layers.{i}"
         h = _layer_norm(x, state, f"{p}.input_layernorm")

@@ -20,6 +20,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -199,7 +200,8 @@ def read_shard(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             raise CheckpointError(f"{path}: unreadable safetensors file ({error}); is it truncated?") from error
         return
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # Memory-map zip-format files (torch >= 1.6) so a shard is paged in as it is converted; legacy ones load whole.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path} needs arbitrary code to unpickle, which glm-hf refuses to run (torch.load weights_only=True). "
