@@ -1,6 +1,7 @@
 """THUDM GLM and ChatGLM-6B checkpoint import: parity with THUDM's math (tests/thudm_reference.py), greedy
 generation, sharded and prefixed inputs, `from_pretrained` on THUDM folders, the CLI, and bad input."""
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -330,6 +331,49 @@ def test_chatglm_logits_and_greedy_generation_match_thudm_math(tmp_path):
         reference = greedy(lambda ids: chatglm_forward(state, CHATGLM_CONFIG, ids), prompts, 8)
         ours = model.generate(prompts, max_new_tokens=8, do_sample=False, eos_token_id=model.config.vocab_size)
     assert ours.tolist() == reference.tolist()
+
+
+def test_chatglm_folder_with_its_vocabulary_converts_end_to_end(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    model_file = io.BytesIO()
+    words = "the capital of France is Paris and Japan Tokyo 北京 是 中国 的 首都".split()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([" ".join(words[i:] + words[:i]) for i in range(len(words))] * 20),
+        model_writer=model_file,
+        model_type="unigram",
+        vocab_size=150,
+        hard_vocab_limit=False,
+        user_defined_symbols=["[MASK]", "[gMASK]", "[sMASK]", "<unused_0>", "<sop>", "<eop>", "<ENC>", "<dBLOCK>"]
+        + ["<n>", "<|tab|>"]
+        + [f"<|blank_{n}|>" for n in range(2, 81)],
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
+        minloglevel=2,
+    )
+    config = CHATGLM_CONFIG | {"mask_token_id": 4, "gmask_token_id": 5, "bos_token_id": 8, "eos_token_id": 9}
+    state = chatglm_state(config)
+    source = tmp_path / "chatglm"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps(config))
+    (source / "ice_text.model").write_bytes(model_file.getvalue())
+    (source / "tokenizer_config.json").write_text(json.dumps({"num_image_tokens": 0}))
+    save_file(state, str(source / "model.safetensors"))
+
+    converted = convert_checkpoint(source, tmp_path / "out")
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    model = AutoModelForSeq2SeqLM.from_pretrained(converted).eval()
+    prompt = tokenizer("北京 是 中国 的", return_tensors="pt")["input_ids"]
+    assert prompt[0, -2:].tolist() == [5, 8]  # text [gMASK] <sop>, as ChatGLM's tokenizer builds it
+    with torch.no_grad():
+        expected = greedy(lambda ids: chatglm_forward(state, config, ids), prompt, 6)
+        ours = model.generate(prompt, max_new_tokens=6, do_sample=False, eos_token_id=model.config.vocab_size)
+    assert ours.tolist() == expected.tolist()
+
+    _edit_config(source, mask_token_id=7)
+    with pytest.raises(CheckpointError, match="disagree on special token ids"):
+        convert_checkpoint(source, tmp_path / "again")
 
 
 def test_convert_command_writes_a_loadable_folder(glm_source, tmp_path, capsys):

@@ -292,6 +292,8 @@ def convert_checkpoint(
             f"{settings.get('vocab_size')}: they do not belong together."
         )
     config = thudm_glm_config(settings, tokenizer) if kind == "thudm_glm" else chatglm_config(settings)
+    if tokenizer is not None:
+        _check_special_ids(config, tokenizer, source)
     if dtype is not None:
         config.dtype = dtype
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -309,6 +311,21 @@ def convert_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return destination
+
+
+def _check_special_ids(config: GLMConfig, tokenizer: GLMTokenizer, source: Path) -> None:
+    """The blank and span token ids of config.json must be the vocabulary's (ChatGLM states them in both)."""
+    names = ("mask", "gmask", "sop", "eop")
+    disagree = {
+        name: (getattr(config, f"{name}_token_id"), getattr(tokenizer, f"{name}_token_id"))
+        for name in names
+        if getattr(config, f"{name}_token_id") != getattr(tokenizer, f"{name}_token_id")
+    }
+    if disagree:
+        raise CheckpointError(
+            f"config.json and the vocabulary in {source} disagree on special token ids (config, vocabulary): "
+            f"{disagree}; they do not belong together (e.g. a v1.1 vocabulary with a first-release config)."
+        )
 
 
 def _write_weights(
