@@ -5,7 +5,8 @@ drawn at random, so every objective has text to mask) with the default objective
 (token 0.5, sentence 0.25, document 0.25), and compares:
 - sequences/s of GLM's collator vs transformers' `DataCollatorForLanguageModeling` (BERT-style 15% MLM) on the
   same examples;
-- the collator's time per batch vs one forward + backward step of a small GLM (hidden 256, 4 layers) on that batch;
+- the collator's time per batch vs one training step (forward, backward, AdamW update) of a small GLM (hidden
+  256, 4 layers) on that batch;
 - the same share for `glm-hf demo`'s own batches: its model, tokenizer, collator settings and packed corpus rows.
 Goal: collator <= 5% of a step (reported, never asserted).
 
@@ -45,12 +46,14 @@ def median_seconds(run, repeats: int) -> float:
 
 
 def train_step_seconds(model: GLMForConditionalGeneration, batch: dict, repeats: int) -> float:
-    """Median time of one forward + backward pass on `batch`."""
+    """Median time of one training step on `batch`: forward, backward and an AdamW update."""
     model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
         model(**batch).loss.backward()
-        model.zero_grad(set_to_none=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     return median_seconds(step, repeats)
 

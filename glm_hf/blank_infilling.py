@@ -176,18 +176,20 @@ def batch_infilling(
     width = max(len(row["input_ids"]) for row in rows)
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-    batch = {
-        "input_ids": torch.full((len(rows), width), pad_token_id, dtype=torch.long),
-        "labels": torch.full((len(rows), width), -100, dtype=torch.long),
-        "position_ids": torch.zeros(len(rows), 2, width, dtype=torch.long),
-    }
+    input_ids = np.full((len(rows), width), pad_token_id, dtype=np.int64)
+    labels = np.full((len(rows), width), -100, dtype=np.int64)
+    position_ids = np.zeros((len(rows), 2, width), dtype=np.int64)
     for i, row in enumerate(rows):
         n = len(row["input_ids"])
-        batch["input_ids"][i, :n] = torch.as_tensor(row["input_ids"])
-        batch["labels"][i, :n] = torch.as_tensor(row["labels"])
-        batch["position_ids"][i, :, :n] = torch.as_tensor(row["position_ids"])
-    batch["attention_mask"] = torch.tensor([int(row["sep"]) for row in rows], dtype=torch.long)
-    return batch
+        input_ids[i, :n] = row["input_ids"]
+        labels[i, :n] = row["labels"]
+        position_ids[i, :, :n] = row["position_ids"]
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "labels": torch.from_numpy(labels),
+        "position_ids": torch.from_numpy(position_ids),
+        "attention_mask": torch.tensor([int(row["sep"]) for row in rows], dtype=torch.long),
+    }
 
 
 def infilling_example(

@@ -72,12 +72,19 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
             - self.poisson_lambda
             - np.array([math.lgamma(k + 1) for k in lengths])
         )
-        self.span_length_probs = np.exp(log_pmf) / np.exp(log_pmf).sum()
+        self.span_length_cdf = np.cumsum(np.exp(log_pmf) / np.exp(log_pmf).sum())
         tok = self.tokenizer
         self.blank_ids = (tok.mask_token_id, tok.smask_token_id, tok.gmask_token_id)
-        self.special_ids = np.asarray(sorted(set(tok.all_special_ids)), dtype=np.int64)
+        self.span_ids = (tok.sop_token_id, tok.eop_token_id)
         if self.sentence_end_token_ids is None:
             self.sentence_end_token_ids = self._sentence_end_ids()
+        # Per-id lookup tables: indexing them is much cheaper than np.isin on every example.
+        self.vocab_size = len(tok)
+        self.is_special = np.zeros(self.vocab_size, dtype=bool)
+        self.is_special[sorted(set(tok.all_special_ids))] = True
+        self.is_sentence_end = np.zeros(self.vocab_size, dtype=bool)
+        self.is_sentence_end[self.sentence_end_token_ids] = True
+        self.objective_cdf = np.cumsum(probs)
 
     def _sentence_end_ids(self) -> list[int]:
         """Ids of tokens whose text ends a sentence (English or Chinese punctuation)."""
@@ -96,12 +103,17 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
     def layout(self, ids: np.ndarray, sentence_ends: list[int] | None = None) -> dict[str, np.ndarray]:
         """One example's blank-infilling layout, shortened to `max_length` if needed; `sentence_ends` overrides
         the punctuation-based sentence boundaries."""
-        lead = _run_length(np.isin(ids, self.special_ids))
+        if ids.size and not 0 <= ids.min() <= ids.max() < self.vocab_size:
+            raise ValueError(
+                f"input_ids hold ids outside the tokenizer's vocabulary of {self.vocab_size} "
+                f"(min {ids.min()}, max {ids.max()}); tokenize with the collator's tokenizer."
+            )
+        lead = _run_length(self.is_special[ids])
         if sentence_ends is not None:
             sentence_ends = _checked_sentence_ends(sentence_ends, len(ids)) - lead
-        trail = _run_length(np.isin(ids[lead:][::-1], self.special_ids))
+        trail = _run_length(self.is_special[ids[lead:][::-1]])
         prefix, body, suffix = ids[:lead], ids[lead : len(ids) - trail], ids[len(ids) - trail :]
-        objective = int(self.rng.choice(3, p=self.objective_probs))
+        objective = min(int(np.searchsorted(self.objective_cdf, self.rng.random(), side="right")), 2)
         budget = len(body)
         if self.max_length is not None:
             budget = max(min(budget, self.max_length - len(prefix) - len(suffix)), 0)
@@ -126,7 +138,8 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
 
     def _token_spans(self, n: int) -> np.ndarray:
         target = math.ceil(self.mask_ratio * n)
-        draws = self.rng.choice(self.span_length_probs.size, size=target, p=self.span_length_probs) + 1
+        cdf = self.span_length_cdf
+        draws = np.minimum(np.searchsorted(cdf, self.rng.random(target), side="right"), cdf.size - 1) + 1
         ends = np.minimum(np.cumsum(draws), target)
         count = int(np.searchsorted(ends, target) + 1)
         lengths = np.diff(np.concatenate([[0], ends[:count]]))
@@ -137,7 +150,7 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
 
     def _sentence_spans(self, body: np.ndarray, sentence_ends: np.ndarray | None) -> np.ndarray:
         if sentence_ends is None:
-            ends = np.flatnonzero(np.isin(body, self.sentence_end_token_ids)) + 1
+            ends = np.flatnonzero(self.is_sentence_end[body]) + 1
         else:
             ends = sentence_ends[(sentence_ends > 0) & (sentence_ends < len(body))]
         bounds = np.unique(np.concatenate([[0], ends, [len(body)]]))
@@ -161,9 +174,7 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
         blanks = len(prefix) + starts - np.concatenate([[0], np.cumsum(ends - starts - 1)[:-1]]).astype(np.int64)
         order = self.rng.permutation(len(spans)) if self.shuffle_spans else np.arange(len(spans))
         pieces = [body[starts[k] : ends[k]] for k in order]
-        return infilling_arrays(
-            part_a, pieces, blanks[order], self.tokenizer.sop_token_id, self.tokenizer.eop_token_id
-        )
+        return infilling_arrays(part_a, pieces, blanks[order], *self.span_ids)
 
 
 def _checked_sentence_ends(sentence_ends: list[int], length: int) -> np.ndarray:

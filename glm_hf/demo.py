@@ -29,13 +29,13 @@ GENERATION_PROMPTS = ("The capital of Italy is Rome. [gMASK]", "法国的首都�
 class DemoSettings:
     """Sizes and schedule of the demo run; the defaults train in about four minutes on two CPU cores."""
 
-    max_steps: int = 1000
+    max_steps: int = 3000
     batch_size: int = 32
     learning_rate: float = 3e-3
     row_length: int = 64
-    hidden_size: int = 192
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 3
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
     objective_probs: tuple[float, float, float] = (0.8, 0.0, 0.2)
     mask_ratio: float = 0.3
     full_corpus: bool = False

@@ -45,7 +45,7 @@ def reconstruct(row: dict, blank_ids: set[int], sop: int, eop: int) -> list[int]
 
 @settings(max_examples=150, deadline=None)
 @given(
-    words=st.lists(st.integers(9, 399), min_size=0, max_size=300), objective=st.integers(0, 2), seed=st.integers(0, 99)
+    words=st.lists(st.integers(9, 300), min_size=0, max_size=300), objective=st.integers(0, 2), seed=st.integers(0, 99)
 )
 def test_layout_invariants(tokenizer, words, objective, seed):
     data = collator(tokenizer, objective, seed=seed)
@@ -79,7 +79,7 @@ def test_layout_invariants(tokenizer, words, objective, seed):
 
 @settings(max_examples=80, deadline=None)
 @given(
-    words=st.lists(st.integers(9, 399), min_size=0, max_size=200),
+    words=st.lists(st.integers(9, 300), min_size=0, max_size=200),
     objective=st.integers(0, 2),
     max_length=st.integers(8, 64),
 )
@@ -113,6 +113,12 @@ def test_sentence_objective_masks_whole_sentences(tokenizer):
         row = collator(tokenizer, 1, seed=seed).layout(ids)
         spans = tokenizer.decode(row["labels"][row["labels"] != -100].tolist()).split("<|endofpiece|>")[:-1]
         assert spans and all(span in sentences for span in spans)
+
+
+def test_ids_outside_the_vocabulary_are_rejected(tokenizer):
+    assert len(tokenizer) > 300  # the property tests draw word ids from 9..300
+    with pytest.raises(ValueError, match="outside the tokenizer's vocabulary"):
+        collator(tokenizer, 0)([{"input_ids": [11, len(tokenizer), 12]}])
 
 
 def test_sentence_boundaries_from_the_dataset_override_punctuation(tokenizer):
