@@ -61,10 +61,14 @@ def run_demo_command(args: argparse.Namespace) -> None:
 
 def load_texts(args: argparse.Namespace):
     """The `pretrain` texts: local text files (one document per line), JSON/JSONL files, or a `datasets` dataset
-    (a local folder or one in the Hub cache)."""
-    from datasets import load_dataset
+    (a `save_to_disk` folder, a folder `load_dataset` reads, or a name in the Hub cache)."""
+    from datasets import load_dataset, load_from_disk
 
     if args.dataset:
+        if os.path.isfile(os.path.join(args.dataset, "dataset_dict.json")) or os.path.isfile(
+            os.path.join(args.dataset, "state.json")
+        ):
+            return _saved_split(load_from_disk(args.dataset), args.split)
         return load_dataset(args.dataset, args.dataset_config, split=args.split)
     missing = [path for path in args.train_file if not os.path.isfile(path)]
     if missing:
@@ -73,6 +77,15 @@ def load_texts(args: argparse.Namespace):
     if len(kinds) > 1:
         raise SystemExit("glm-hf pretrain: give either text files or JSON/JSONL files, not both.")
     return load_dataset(kinds.pop(), data_files=args.train_file, split="train")
+
+
+def _saved_split(saved, split: str):
+    """A split of a `save_to_disk` folder (a DatasetDict), or the dataset itself when it was saved alone."""
+    if not hasattr(saved, "keys"):
+        return saved
+    if split not in saved:
+        raise SystemExit(f"glm-hf pretrain: the saved dataset has no split {split!r} (splits: {list(saved)}).")
+    return saved[split]
 
 
 def run_pretrain(args: argparse.Namespace) -> None:
@@ -178,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser("pretrain", help="pretrain a GLM from scratch on your texts")
     source = pretrain.add_mutually_exclusive_group(required=True)
     source.add_argument("--train-file", nargs="+", help="text files (one document per line) or JSON/JSONL files")
-    source.add_argument("--dataset", help="a datasets dataset: a local folder or a name in the Hub cache")
+    source.add_argument(
+        "--dataset", help="a datasets dataset: a save_to_disk folder, a loadable local folder, or a cached Hub name"
+    )
     pretrain.add_argument("--dataset-config", help="the dataset's configuration name")
     pretrain.add_argument("--split", default="train")
     pretrain.add_argument("--text-column", default="text")

@@ -130,6 +130,21 @@ def test_pretrain_command_trains_and_saves_a_loadable_model(tmp_path, kind):
     assert {"loss_curve.png", "README.md", "log_history.json", "model.safetensors"} <= {p.name for p in out.iterdir()}
 
 
+def test_pretrain_command_reads_a_saved_dataset(tmp_path):
+    from datasets import DatasetDict
+
+    DatasetDict({"train": Dataset.from_dict({"text": TEXTS})}).save_to_disk(tmp_path / "saved")
+    out = tmp_path / "model"
+    main(
+        ["pretrain", "--dataset", str(tmp_path / "saved"), "--output", str(out), "--vocab-size", "300",
+         "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--row-length", "32", "--max-steps", "3",
+         "--batch-size", "4"]
+    )  # fmt: skip
+    assert (out / "model.safetensors").is_file()
+    with pytest.raises(SystemExit, match="no split 'validation'"):
+        main(["pretrain", "--dataset", str(tmp_path / "saved"), "--split", "validation", "--output", str(out)])
+
+
 def test_pretrain_command_reports_bad_input(tmp_path):
     data = tmp_path / "corpus.jsonl"
     data.write_text(json.dumps({"body": "Paris."}), encoding="utf-8")
