@@ -3,11 +3,25 @@
 Importing this package registers GLM's config, models and tokenizer with the Auto classes (`model_type="glm_hf"`).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMultipleChoice,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from . import blank_infilling
 from .configuration_glm import GLMConfig
-from .modeling_glm import GLMForConditionalGeneration, GLMModel, GLMPreTrainedModel
+from .modeling_glm import (
+    GLMForConditionalGeneration,
+    GLMForMultipleChoice,
+    GLMForSequenceClassification,
+    GLMModel,
+    GLMPreTrainedModel,
+)
 from .tokenization_glm import GLMTokenizer
 
 __version__ = "0.1.0"
@@ -18,6 +32,8 @@ def _register() -> None:
     AutoModel.register(GLMConfig, GLMModel, exist_ok=True)
     AutoModelForCausalLM.register(GLMConfig, GLMForConditionalGeneration, exist_ok=True)
     AutoModelForSeq2SeqLM.register(GLMConfig, GLMForConditionalGeneration, exist_ok=True)
+    AutoModelForMultipleChoice.register(GLMConfig, GLMForMultipleChoice, exist_ok=True)
+    AutoModelForSequenceClassification.register(GLMConfig, GLMForSequenceClassification, exist_ok=True)
     AutoTokenizer.register(GLMConfig, tokenizer_class=GLMTokenizer, exist_ok=True)
 
 
@@ -28,6 +44,8 @@ __all__ = [
     "GLMModel",
     "GLMPreTrainedModel",
     "GLMForConditionalGeneration",
+    "GLMForMultipleChoice",
+    "GLMForSequenceClassification",
     "GLMTokenizer",
     "blank_infilling",
 ]

@@ -231,7 +231,8 @@ def multiple_choice_layout(
 
     Each span sees Part A and its own prefix only (not the other choices), so one forward pass scores every
     choice as if it were generated alone. Returns `input_ids`, `position_ids` `[2, seq]`, a boolean
-    `attention_mask` `[seq, seq]`, `labels` and `choice_index` (the choice each labelled position scores, else -1).
+    `attention_mask` `[seq, seq]`, `choice_labels` and `choice_index` (the choice each labelled position scores,
+    else -1).
     """
     blanks = [i for i, token in enumerate(part_a) if token in blank_token_ids]
     if not blanks:
@@ -256,7 +257,7 @@ def multiple_choice_layout(
         "input_ids": input_ids,
         "position_ids": [positions, blocks],
         "attention_mask": attention_mask,
-        "labels": labels,
+        "choice_labels": labels,
         "choice_index": choice_index,
     }
 
@@ -268,7 +269,7 @@ def batch_multiple_choice(layouts: list[dict], pad_token_id: int) -> dict[str, t
         "input_ids": torch.full((batch_size, width), pad_token_id),
         "position_ids": torch.zeros(batch_size, 2, width, dtype=torch.long),
         "attention_mask": torch.eye(width, dtype=torch.bool).repeat(batch_size, 1, 1, 1),
-        "labels": torch.full((batch_size, width), -100),
+        "choice_labels": torch.full((batch_size, width), -100),
         "choice_index": torch.full((batch_size, width), -1),
     }
     for row, layout in enumerate(layouts):
@@ -276,6 +277,6 @@ def batch_multiple_choice(layouts: list[dict], pad_token_id: int) -> dict[str, t
         batch["input_ids"][row, :n] = torch.tensor(layout["input_ids"])
         batch["position_ids"][row, :, :n] = torch.tensor(layout["position_ids"])
         batch["attention_mask"][row, 0, :n, :n] = layout["attention_mask"]
-        batch["labels"][row, :n] = torch.tensor(layout["labels"])
+        batch["choice_labels"][row, :n] = torch.tensor(layout["choice_labels"])
         batch["choice_index"][row, :n] = torch.tensor(layout["choice_index"])
     return batch

@@ -6,6 +6,7 @@ from transformers import PreTrainedConfig
 
 POSITION_ENCODINGS = ("learned_2d", "rotary_2d")
 LAYERNORM_STYLES = ("pre", "deepnorm", "post_alpha")
+CHOICE_SCORINGS = ("mean", "sum")
 
 # Where GLMTokenizer puts its special tokens; the config defaults follow it so that a model built
 # from `GLMConfig()` and a default tokenizer agree without extra arguments.
@@ -55,6 +56,14 @@ class GLMConfig(PreTrainedConfig):
         tie_word_embeddings: the output layer shares the word embedding matrix (GLM, GLM-130B) or is separate
             (ChatGLM-6B).
 
+    Cloze NLU (`GLMForMultipleChoice`, `GLMForSequenceClassification`):
+        choice_scoring: how a choice's token log-probabilities combine into its score: `"mean"` (length-normalised,
+            the default) or `"sum"` (THUDM's multiple-choice scoring).
+        verbalizer_ids: for sequence classification, the token ids of each label's verbalizer (label i is scored
+            by generating `verbalizer_ids[i]` into the blank); cloze_prefix_ids / cloze_suffix_ids: the pattern
+            around a text that has no blank, e.g. the ids of " It was [MASK]." as the suffix. Set them with
+            `glm_hf.cloze.cloze_config(tokenizer, pattern, label_words)`.
+
     Special tokens (ids in the vocabulary): pad, eos, mask (`[MASK]`), smask (`[sMASK]`), gmask (`[gMASK]`),
     sop (`<|startofpiece|>`, starts each Part B span) and eop (`<|endofpiece|>`, ends it; generation stops there).
     """
@@ -85,6 +94,10 @@ class GLMConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
     use_cache: bool = True
+    choice_scoring: str = "mean"
+    verbalizer_ids: list[list[int]] | None = None
+    cloze_prefix_ids: list[int] | None = None
+    cloze_suffix_ids: list[int] | None = None
     pad_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["pad_token_id"]
     eos_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["eos_token_id"]
     mask_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["mask_token_id"]
@@ -150,6 +163,12 @@ class GLMConfig(PreTrainedConfig):
             raise ValueError(
                 f"GLMConfig.post_ln_alpha must be positive (or None for sqrt(2N)), got {self.post_ln_alpha}."
             )
+        if self.choice_scoring not in CHOICE_SCORINGS:
+            raise ValueError(f"GLMConfig.choice_scoring must be in {CHOICE_SCORINGS}, got {self.choice_scoring!r}.")
+        if self.verbalizer_ids is not None and (
+            not self.verbalizer_ids or any(not ids for ids in self.verbalizer_ids)
+        ):
+            raise ValueError("GLMConfig.verbalizer_ids needs a non-empty token id list for every label.")
         if self.attention_scale < 1.0:
             raise ValueError(f"GLMConfig.attention_scale must be >= 1.0, got {self.attention_scale}.")
         for name in ("hidden_dropout", "attention_dropout"):

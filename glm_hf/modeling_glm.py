@@ -12,16 +12,23 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    MultipleChoiceModelOutput,
+    SequenceClassifierOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .blank_infilling import (
+    batch_multiple_choice,
     build_attention_mask,
     build_position_ids,
     generation_layout,
+    multiple_choice_layout,
     next_position_ids,
     part_a_length,
 )
@@ -587,4 +594,149 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
         return model_kwargs
 
 
-__all__ = ["GLMPreTrainedModel", "GLMModel", "GLMForConditionalGeneration"]
+class GLMForMultipleChoice(GLMPreTrainedModel):
+    """Cloze multiple choice: each choice is scored by the log-probability of generating it into the blank
+    (`config.choice_scoring`: mean over its tokens, or THUDM's sum), all choices of an example in one forward pass.
+
+    Inputs come from `GLMTokenizer.build_inputs_for_multiple_choice`: every choice is its own Part B span that sees
+    Part A and its own prefix only. `logits` are the choice scores `[batch, choices]` (absent choices get -inf);
+    with `labels` (the correct choice per example) the loss is the cross-entropy over choices. The weights are
+    those of `GLMForConditionalGeneration`, so a pretrained checkpoint loads directly.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "glm.word_embeddings.weight"}
+
+    def __init__(self, config: GLMConfig):
+        super().__init__(config)
+        self.glm = GLMModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        choice_labels: torch.LongTensor,
+        choice_index: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        num_choices: int | None = None,
+        **kwargs,
+    ) -> MultipleChoiceModelOutput:
+        r"""
+        choice_labels (`torch.LongTensor` `[batch, seq]`): the choice token each position predicts, -100 elsewhere.
+        choice_index (`torch.LongTensor` `[batch, seq]`): which choice a labelled position belongs to, -1 elsewhere.
+        labels (`torch.LongTensor` `[batch]`, *optional*): the index of the correct choice.
+        num_choices (`int`, *optional*): width of `logits`; defaults to the most choices in the batch.
+        """
+        outputs = self.glm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        scores = choice_scores(
+            self.lm_head, outputs.last_hidden_state, choice_labels, choice_index, num_choices, self.config
+        )
+        loss = nn.functional.cross_entropy(scores, labels) if labels is not None else None
+        return MultipleChoiceModelOutput(
+            loss=loss, logits=scores, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class GLMForSequenceClassification(GLMPreTrainedModel):
+    """Classification as a cloze task (PET): the text is put into the pattern of `config.cloze_prefix_ids` /
+    `cloze_suffix_ids` unless it already holds a blank, and label i is scored by generating its verbalizer
+    `config.verbalizer_ids[i]` into the blank; softmax over `logits` `[batch, labels]` is p(y|x) normalised over
+    labels. Inputs are plain tokenizer output, so `pipeline("text-classification")` works."""
+
+    _tied_weights_keys = {"lm_head.weight": "glm.word_embeddings.weight"}
+
+    def __init__(self, config: GLMConfig):
+        super().__init__(config)
+        if not config.verbalizer_ids:
+            raise ValueError(
+                "GLMForSequenceClassification needs config.verbalizer_ids (one token id list per label); build them "
+                "with glm_hf.cloze.cloze_config(tokenizer, pattern, label_words)."
+            )
+        self.num_labels = len(config.verbalizer_ids)
+        self.glm = GLMModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        r"""
+        attention_mask (`torch.Tensor` `[batch, seq]`, *optional*): the tokenizer's padding mask (either side).
+        labels (`torch.LongTensor` `[batch]`, *optional*): the label of each text; loss is the cross-entropy.
+        """
+        batch = self.cloze_inputs(input_ids, attention_mask)
+        outputs = self.glm(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+            **kwargs,
+        )
+        scores = choice_scores(
+            self.lm_head,
+            outputs.last_hidden_state,
+            batch["choice_labels"],
+            batch["choice_index"],
+            self.num_labels,
+            self.config,
+        )
+        loss = nn.functional.cross_entropy(scores, labels) if labels is not None else None
+        return SequenceClassifierOutput(
+            loss=loss, logits=scores, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    def cloze_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The multiple-choice layout of each text (wrapped in the pattern) with every verbalizer as a choice."""
+        config = self.config
+        keep = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        layouts = []
+        for ids, real in zip(input_ids.tolist(), keep.tolist(), strict=True):
+            text = [token for token, is_real in zip(ids, real, strict=True) if is_real]
+            if not set(text) & set(config.blank_token_ids):
+                text = [*(config.cloze_prefix_ids or []), *text, *(config.cloze_suffix_ids or [])]
+            layouts.append(
+                multiple_choice_layout(text, config.verbalizer_ids, config.blank_token_ids, config.sop_token_id)
+            )
+        batch = batch_multiple_choice(layouts, config.pad_token_id)
+        return {name: tensor.to(input_ids.device) for name, tensor in batch.items()}
+
+
+def choice_scores(
+    lm_head: nn.Linear,
+    hidden_states: torch.Tensor,
+    choice_labels: torch.Tensor,
+    choice_index: torch.Tensor,
+    num_choices: int | None,
+    config: GLMConfig,
+) -> torch.Tensor:
+    """`[batch, choices]` scores: per choice, the mean (or sum) of its tokens' log-probabilities; -inf for choices an
+    example does not have. Only the labelled positions go through the vocabulary projection."""
+    picked = choice_index >= 0
+    if choice_labels.shape != choice_index.shape or (choice_labels[picked] < 0).any():
+        raise ValueError("choice_labels and choice_index must have the same shape and label every choice position.")
+    batch_size = choice_index.shape[0]
+    width = num_choices if num_choices is not None else int(choice_index.max()) + 1
+    log_probs = lm_head(hidden_states[picked]).float().log_softmax(-1)
+    token_scores = log_probs.gather(-1, choice_labels[picked][:, None])[:, 0]
+    rows = torch.arange(batch_size, device=choice_index.device)[:, None].expand_as(choice_index)[picked]
+    slot = rows * width + choice_index[picked]
+    sums = token_scores.new_zeros(batch_size * width).index_add(0, slot, token_scores)
+    counts = token_scores.new_zeros(batch_size * width).index_add(0, slot, torch.ones_like(token_scores))
+    scores = sums / counts.clamp(min=1) if config.choice_scoring == "mean" else sums
+    return scores.masked_fill(counts == 0, float("-inf")).view(batch_size, width)
+
+
+__all__ = [
+    "GLMPreTrainedModel",
+    "GLMModel",
+    "GLMForConditionalGeneration",
+    "GLMForMultipleChoice",
+    "GLMForSequenceClassification",
+]

@@ -224,7 +224,7 @@ class GLMTokenizer(TokenizersBackend):
     def build_inputs_for_multiple_choice(self, model_input: BatchEncoding | dict, choices: list[list[str]]) -> dict:
         """One sequence per example holding all its choices as separate Part B spans, each seeing Part A and its
         own prefix only (one forward pass scores every choice), as THUDM's builder does. Returns `input_ids`,
-        `position_ids`, a 4D boolean `attention_mask`, `labels` (each choice's tokens, -100 elsewhere) and
+        `position_ids`, a 4D boolean `attention_mask`, `choice_labels` (each choice's tokens, -100 elsewhere) and
         `choice_index` (which choice each labelled position scores, -1 elsewhere). Rows are right-padded."""
         prompts = self._rows(model_input["input_ids"], model_input.get("attention_mask"))
         if len(choices) != len(prompts):

@@ -258,8 +258,8 @@ def test_multiple_choice_layout_and_scores_match_thudm(glm_source, glm_converted
     with torch.no_grad():
         logits = model(**{k: ours[k] for k in ("input_ids", "position_ids", "attention_mask")}).logits
     log_probs = logits[0].log_softmax(-1)
-    labelled = ours["labels"][0] != -100
-    token_scores = log_probs[labelled].gather(-1, ours["labels"][0][labelled, None])[:, 0]
+    labelled = ours["choice_labels"][0] != -100
+    token_scores = log_probs[labelled].gather(-1, ours["choice_labels"][0][labelled, None])[:, 0]
     scores = torch.zeros(len(choices)).index_add(0, ours["choice_index"][0][labelled], token_scores)
     assert (scores - expected).abs().max() <= 1e-5
 

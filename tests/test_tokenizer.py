@@ -124,7 +124,7 @@ def test_multiple_choice_inputs_score_each_choice_as_if_alone(tokenizer):
             -1, alone["labels"][alone["labels"] != -100][:-1, None]
         )
         picked = batch["choice_index"][0] == k
-        together = logits[0, picked].gather(-1, batch["labels"][0, picked][:, None])
+        together = logits[0, picked].gather(-1, batch["choice_labels"][0, picked][:, None])
         torch.testing.assert_close(together, alone_score, atol=1e-5, rtol=1e-5)
 
 
