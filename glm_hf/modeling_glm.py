@@ -558,6 +558,13 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         if input_ids is None:
             raise ValueError("GLM generate() needs input_ids holding a blank ([MASK], [sMASK] or [gMASK]).")
+        attention_mask = kwargs.get("attention_mask")
+        if attention_mask is not None and attention_mask.dim() == 1:
+            # A training batch (Part A lengths as the mask, as Seq2SeqTrainer passes it with predict_with_generate):
+            # generate from each row's Part A only; its Part B holds the reference answer.
+            kwargs.pop("labels", None)
+            kwargs.pop("position_ids", None)
+            input_ids, kwargs["attention_mask"] = left_padded_part_a(input_ids, attention_mask, self.config)
         if kwargs.get("position_ids") is None:
             layout = generation_layout(
                 input_ids, self.config.blank_token_ids, self.config.sop_token_id, kwargs.get("attention_mask")
@@ -592,6 +599,19 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
             new = next_position_ids(position_ids, num_new_tokens)
             model_kwargs["position_ids"] = torch.cat([position_ids, new], dim=-1)
         return model_kwargs
+
+
+def left_padded_part_a(
+    input_ids: torch.Tensor, part_a_lengths: torch.Tensor, config: GLMConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Part A of each row of a right-padded training batch, left-padded for generation, with its padding mask."""
+    width = int(part_a_lengths.max())
+    prompts = torch.full((input_ids.shape[0], width), config.pad_token_id, dtype=input_ids.dtype)
+    padding = torch.zeros(input_ids.shape[0], width, dtype=torch.long)
+    for row, length in enumerate(part_a_lengths.tolist()):
+        prompts[row, width - length :] = input_ids[row, :length]
+        padding[row, width - length :] = 1
+    return prompts.to(input_ids.device), padding.to(input_ids.device)
 
 
 class GLMForMultipleChoice(GLMPreTrainedModel):
