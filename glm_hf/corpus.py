@@ -366,6 +366,16 @@ def documents(
     return _without_leaks(docs, excluded)
 
 
+def translation_pairs(held_out: list[Fact] | None = None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(English, Chinese) statements of the same fact, split into (those `documents(held_out=...)` may contain,
+    those involving a held-out fact): a translation task whose test pairs were never in the training text."""
+    excluded = {fact.filled for fact in held_out or ()}
+    pairs = _fact_pairs(list(_items()))
+    seen = [pair for pair in pairs if not set(pair) & excluded]
+    unseen = [pair for pair in pairs if set(pair) & excluded]
+    return seen, unseen
+
+
 def frequency_baseline(train: list[Fact], held_out: list[Fact]) -> float:
     """Exact-match accuracy on `held_out` of always answering the most frequent `train` answer of the same kind and
     language (ties go to the alphabetically first answer): the accuracy a model must beat to have learned facts."""

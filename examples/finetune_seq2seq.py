@@ -1,0 +1,87 @@
+"""Seq2seq with GLM: English → Chinese translation of fact sentences from the embedded corpus.
+
+The source "Translate to Chinese: <English sentence>" is Part A (GLM appends `[gMASK]`), the Chinese sentence is
+generated into it as Part B. Trained with `Seq2SeqTrainer` on translation pairs whose sentences were in the
+pretraining text; evaluated with `predict_with_generate` on pairs whose Chinese side is a held-out fact the model
+never saw. Prints exact match and character F1 before and after fine-tuning.
+
+    glm-hf demo --output glm-demo          # the pretrained starting point
+    python examples/finetune_seq2seq.py --base glm-demo --output glm-translate
+"""
+
+import argparse
+
+from datasets import Dataset
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+import glm_hf  # noqa: F401  (registers GLM with the Auto classes)
+from glm_hf import corpus
+from glm_hf.seq2seq import DataCollatorForGLMSeq2Seq, Seq2SeqMetrics
+
+PROMPT = "Translate to Chinese: "
+
+
+def translation_data(seed: int) -> tuple[Dataset, Dataset]:
+    """(train, test) pairs; test pairs have a Chinese side that is a held-out fact."""
+    _, held_out = corpus.split_facts(seed=seed)
+    seen, unseen = corpus.translation_pairs(held_out)
+    held_texts = {fact.filled for fact in held_out}
+    test = [pair for pair in unseen if pair[1] in held_texts]
+
+    def rows(pairs):
+        return Dataset.from_dict({"source": [PROMPT + en for en, _ in pairs], "target": [zh for _, zh in pairs]})
+
+    return rows(seen), rows(test)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="glm-demo", help="a pretrained GLM folder (e.g. from glm-hf demo)")
+    parser.add_argument("--output", default="glm-translate")
+    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--eval-pairs", type=int, default=None, help="evaluate on the first N test pairs")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    tokenizer = AutoTokenizer.from_pretrained(args.base)
+    model = AutoModelForSeq2SeqLM.from_pretrained(args.base)
+    train, test = translation_data(args.seed)
+    if args.eval_pairs is not None:
+        test = test.select(range(min(args.eval_pairs, len(test))))
+    training = Seq2SeqTrainingArguments(
+        output_dir=args.output,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=1e-3,
+        warmup_steps=args.max_steps // 10,
+        predict_with_generate=True,
+        generation_max_length=64,
+        remove_unused_columns=False,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=max(1, args.max_steps // 10),
+        seed=args.seed,
+    )
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training,
+        train_dataset=train,
+        eval_dataset=test,
+        data_collator=DataCollatorForGLMSeq2Seq(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=Seq2SeqMetrics(tokenizer),
+    )
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    trainer.save_model(args.output)
+    tokenizer.save_pretrained(args.output)
+    print(f"held-out translations: {len(test)} (train pairs {len(train)})")
+    for name in ("exact_match", "token_f1"):
+        print(f"{name}: before {before[f'eval_{name}']:.3f}, after {after[f'eval_{name}']:.3f}")
+    return {"before": before["eval_exact_match"], "after": after["eval_exact_match"], "f1": after["eval_token_f1"]}
+
+
+if __name__ == "__main__":
+    main()
