@@ -675,6 +675,11 @@ class GLMForSequenceClassification(GLMPreTrainedModel):
                 "GLMForSequenceClassification needs config.verbalizer_ids (one token id list per label); build them "
                 "with glm_hf.cloze.cloze_config(tokenizer, pattern, label_words)."
             )
+        if len(config.id2label) != len(config.verbalizer_ids):
+            raise ValueError(
+                f"config has {len(config.id2label)} labels (id2label) but {len(config.verbalizer_ids)} verbalizers; "
+                "give one verbalizer per label (cloze_config sets both)."
+            )
         self.num_labels = len(config.verbalizer_ids)
         self.glm = GLMModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)

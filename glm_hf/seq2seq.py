@@ -36,14 +36,22 @@ class DataCollatorForGLMSeq2Seq:
                 raise ValueError(
                     f"Seq2seq examples need {self.source_key!r} and {self.target_key!r}; got {sorted(example)}."
                 )
-            source = tok(example[self.source_key])["input_ids"]
-            if not set(source) & set(tok.mask_token_ids):
-                source = [*source, tok.gmask_token_id]
+            source = self._source_ids(example[self.source_key])
             target = tok(example[self.target_key], add_special_tokens=False)["input_ids"]
             self._check_length("source", source, self.max_source_length, example[self.source_key])
             self._check_length("target", target, self.max_target_length, example[self.target_key])
             rows.append(infilling_example(source, [target], tok.mask_token_ids, tok.sop_token_id, tok.eop_token_id))
         return batch_infilling(rows, tok.pad_token_id, self.pad_to_multiple_of)
+
+    def _source_ids(self, text: str) -> list[int]:
+        """The source as Part A: `[gMASK]` is added to the text (so tokenizers that wrap inputs, e.g. `[CLS] ...
+        <eos>`, place it as THUDM's do) unless it has a blank; a trailing `<sop>` (ChatGLM's template) is left
+        to the layout, which starts Part B with it."""
+        tok = self.tokenizer
+        ids = tok(text)["input_ids"]
+        if not set(ids) & set(tok.mask_token_ids):
+            ids = tok(f"{text} {tok.gmask_token}")["input_ids"]
+        return ids[:-1] if ids and ids[-1] == tok.sop_token_id else ids
 
     @staticmethod
     def _check_length(name: str, ids: list[int], limit: int | None, text: str) -> None:

@@ -1,5 +1,7 @@
 """Seq2seq fine-tuning: the collator's layout, generate() on training batches, Seq2SeqTrainer with metrics."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,16 @@ def test_metrics_read_fills_and_references(tokenizer):
     assert scores == {"exact_match": 0.5, "token_f1": 0.5}
     assert token_f1("the capital is Paris", "Paris is the capital") == 1.0
     assert token_f1("法国", "法国人") == pytest.approx(0.8)
+
+
+def test_sources_follow_thudm_layouts_with_wrapping_tokenizers():
+    vocab = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "thudm-vocab"
+    if not vocab.is_dir():
+        pytest.skip("THUDM vocabulary fixtures (../shared) not present")
+    from glm_hf.convert.vocab import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer(str(vocab / "gpt2-vocab.json"), str(vocab / "gpt2-merges.txt"))
+    batch = DataCollatorForGLMSeq2Seq(tokenizer)([{"source": "Hello world", "target": " Bye"}])
+    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+    assert tokens == ["[CLS]", "Hello", "Ġworld", "[gMASK]", "<|endoftext|>", "<|startofpiece|>", "ĠBye"]
+    assert int(batch["attention_mask"][0]) == 5
