@@ -183,4 +183,6 @@ class GLMConfig(PreTrainedConfig):
                 )
 
 
+GLMConfig.register_for_auto_class()
+
 __all__ = ["GLMConfig", "DEFAULT_SPECIAL_TOKEN_IDS"]

@@ -1,5 +1,6 @@
 """PyTorch GLM: autoregressive blank infilling with 2D positions (GLM, GLM-130B-style, ChatGLM-6B-style)."""
 
+import importlib
 import json
 import os
 import tempfile
@@ -260,13 +261,19 @@ class GLMPreTrainedModel(PreTrainedModel):
         super().post_init()
         self._lay_out_widening_weights()
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves weights and config plus this code (`modeling_glm.py` and its sibling files) with an `auto_map` for
+        every GLM head, so `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without glm_hf."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **REMOTE_CODE_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Loads a glm-hf checkpoint; a local THUDM GLM or ChatGLM-6B folder is converted on the fly into a
         temporary folder first (for large checkpoints, convert once with `glm-hf convert` instead)."""
         if _thudm_folder(pretrained_model_name_or_path):
-            try:
-                from .convert.checkpoint import convert_checkpoint
+            try:  # the converter is part of the glm_hf package, not of the files saved next to a checkpoint
+                convert_checkpoint = importlib.import_module("glm_hf.convert.checkpoint").convert_checkpoint
             except ImportError as error:
                 raise ImportError(
                     f"{pretrained_model_name_or_path} is a THUDM checkpoint; loading it needs the glm-hf package "
@@ -757,6 +764,20 @@ def choice_scores(
     scores = sums / counts.clamp(min=1) if config.choice_scoring == "mean" else sums
     return scores.masked_fill(counts == 0, float("-inf")).view(batch_size, width)
 
+
+# Saving any of these writes this file and its siblings next to the weights, with an `auto_map` naming every head,
+# so the folder loads with `trust_remote_code=True` where glm_hf is not installed.
+GLMModel.register_for_auto_class("AutoModel")
+GLMForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+GLMForMultipleChoice.register_for_auto_class("AutoModelForMultipleChoice")
+GLMForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+REMOTE_CODE_AUTO_MAP = {
+    "AutoModel": "modeling_glm.GLMModel",
+    "AutoModelForCausalLM": "modeling_glm.GLMForConditionalGeneration",
+    "AutoModelForSeq2SeqLM": "modeling_glm.GLMForConditionalGeneration",
+    "AutoModelForMultipleChoice": "modeling_glm.GLMForMultipleChoice",
+    "AutoModelForSequenceClassification": "modeling_glm.GLMForSequenceClassification",
+}
 
 __all__ = [
     "GLMPreTrainedModel",

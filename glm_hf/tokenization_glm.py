@@ -286,4 +286,6 @@ class GLMTokenizer(TokenizersBackend):
         )
 
 
+GLMTokenizer.register_for_auto_class()
+
 __all__ = ["GLMTokenizer", "DEFAULT_SPECIAL_TOKENS"]
