@@ -22,6 +22,7 @@ from .modeling_glm import (
     GLMModel,
     GLMPreTrainedModel,
 )
+from .pipelines import register_pipelines
 from .tokenization_glm import GLMTokenizer
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ def _register() -> None:
 
 
 _register()
+register_pipelines()
 
 __all__ = [
     "GLMConfig",

@@ -560,8 +560,9 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
         """Fills the first blank (`[MASK]`/`[sMASK]`/`[gMASK]`) of each prompt; `[gMASK]` at the end of the prompt
-        is left-to-right generation. Returns `prompt + <|startofpiece|> + fill` per row; generation stops at
-        `<|endofpiece|>`. Batched prompts must be left-padded. All `GenerationMixin.generate` options apply."""
+        is left-to-right generation, and prompts without any blank get one appended (plain continuation).
+        Returns `prompt + <|startofpiece|> + fill` per row; generation stops at `<|endofpiece|>`. Batched prompts
+        must be left-padded. All `GenerationMixin.generate` options apply."""
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         if input_ids is None:
             raise ValueError("GLM generate() needs input_ids holding a blank ([MASK], [sMASK] or [gMASK]).")
@@ -573,6 +574,7 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
             kwargs.pop("position_ids", None)
             input_ids, kwargs["attention_mask"] = left_padded_part_a(input_ids, attention_mask, self.config)
         if kwargs.get("position_ids") is None:
+            input_ids, kwargs["attention_mask"] = self._continue_plain_prompts(input_ids, kwargs.get("attention_mask"))
             layout = generation_layout(
                 input_ids, self.config.blank_token_ids, self.config.sop_token_id, kwargs.get("attention_mask")
             )
@@ -585,6 +587,19 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
         """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches:
         forward builds the GLM mask (bidirectional Part A) itself."""
         return attention_mask
+
+    def _continue_plain_prompts(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Appends `[gMASK]` when no prompt of the batch has a blank or a started span: plain text is continued
+        left to right (what `pipeline("text-generation")` users expect). A batch mixing both raises later."""
+        special = [*self.config.blank_token_ids, self.config.sop_token_id]
+        if self.config.gmask_token_id is None or torch.isin(input_ids, torch.tensor(special)).any():
+            return input_ids, attention_mask
+        gmask = torch.full_like(input_ids[:, :1], self.config.gmask_token_id)
+        if attention_mask is not None:
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=-1)
+        return torch.cat([input_ids, gmask], dim=-1), attention_mask
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         position_ids = model_kwargs.pop("position_ids", None)

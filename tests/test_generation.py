@@ -144,10 +144,23 @@ def test_prompt_already_ending_with_sop_is_used_as_is():
     assert a.tolist() == b.tolist()
 
 
+def test_prompts_without_blanks_are_continued_after_an_appended_gmask():
+    model = tiny_model(initializer_range=0.3)
+    plain = torch.tensor([[10, 11, 12], [PAD, 13, 14]])
+    padding = torch.tensor([[1, 1, 1], [0, 1, 1]])
+    continued = model.generate(plain, attention_mask=padding, max_new_tokens=3, do_sample=False, **no_stop(model))
+    with_gmask = torch.cat([plain, torch.full((2, 1), GMASK)], 1)
+    explicit = model.generate(
+        with_gmask, attention_mask=torch.cat([padding, torch.ones(2, 1, dtype=torch.long)], 1), max_new_tokens=3,
+        do_sample=False, **no_stop(model),
+    )  # fmt: skip
+    assert continued.tolist() == explicit.tolist()
+
+
 def test_bad_prompts_raise_clear_errors():
     model = tiny_model()
     with pytest.raises(ValueError, match="no blank to fill"):
-        model.generate(torch.tensor([[10, 11, 12]]), max_new_tokens=2)
+        model.generate(torch.tensor([[10, 11, 12], [10, MASK, 12]]), max_new_tokens=2)
     with pytest.raises(ValueError, match="max_position_embeddings=64"):
         model.generate(prompt(11, 70, 0), max_new_tokens=2)
     with pytest.raises(ValueError, match="left-padded"):
