@@ -1,9 +1,11 @@
 """The `glm-hf` command line."""
 
 import argparse
+import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from .configuration_glm import GLMConfig
 from .demo import DemoSettings
@@ -90,7 +92,8 @@ def _saved_split(saved, split: str):
 
 def run_pretrain(args: argparse.Namespace) -> None:
     """Pretrains a GLM from scratch on the user's texts and saves model, tokenizer, loss curve and model card."""
-    from .pretraining import model_card, pretrain, save_run_artifacts
+    from .model_card import CardInfo
+    from .pretraining import pretrain, save_run_artifacts
 
     texts = load_texts(args)
     if args.text_column not in texts.column_names:
@@ -130,12 +133,17 @@ def run_pretrain(args: argparse.Namespace) -> None:
         raise SystemExit(f"glm-hf pretrain: {error}") from error
     trainer.model.save_pretrained(args.output)
     tokenizer.save_pretrained(args.output)
-    card = model_card(
-        trainer.model,
-        "A GLM pretrained with glm-hf",
-        {"Training": f"`glm-hf pretrain` with options `{vars(args) | {'handler': None}}`."},
+    options = {name: value for name, value in vars(args).items() if name != "handler"}
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    card = CardInfo(
+        title="A GLM pretrained with glm-hf",
+        training=(
+            f"Pretrained from scratch with `glm-hf pretrain` (blank infilling, stock `Trainer`), options "
+            f"`{json.dumps(options, default=str)}`. Final training loss {losses[-1]:.3f}; curve in `loss_curve.png`."
+        ),
+        datasets=[args.dataset] if args.dataset else [],
     )
-    save_run_artifacts(args.output, trainer.state.log_history, card)
+    save_run_artifacts(args.output, trainer.state.log_history, card, trainer.model.num_parameters())
     print(f"saved model, tokenizer, loss_curve.png and README.md (model card) to {args.output}")
 
 
@@ -164,6 +172,25 @@ def run_convert(args: argparse.Namespace) -> None:
     except CheckpointError as error:
         raise SystemExit(f"glm-hf convert: {error}") from error
     print(f"converted {args.source} -> {destination}")
+
+
+def run_card(args: argparse.Namespace) -> None:
+    """(Re)writes a model folder's README.md from its config, card_info.json and log_history.json."""
+    from .model_card import CARD_INFO_FILE, CardInfo, write_model_card
+
+    folder = Path(args.model_dir)
+    info_file = folder / CARD_INFO_FILE
+    info = CardInfo(**json.loads(info_file.read_text(encoding="utf-8"))) if info_file.is_file() else CardInfo()
+    for name in ("title", "license"):
+        if getattr(args, name) is not None:
+            setattr(info, name, getattr(args, name))
+    if args.dataset:
+        info.datasets = args.dataset
+    try:
+        path = write_model_card(folder, info)
+    except FileNotFoundError as error:
+        raise SystemExit(f"glm-hf card: {error}") from error
+    print(f"wrote {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--no-tokenizer", action="store_true", help="convert a ChatGLM folder without ice_text.model")
     convert.add_argument("--overwrite", action="store_true", help="replace a non-empty destination")
     convert.set_defaults(handler=run_convert)
+
+    card = commands.add_parser("card", help="write a model folder's README.md (model card) from its files")
+    card.add_argument("model_dir", help="a saved GLM folder (config.json; card_info.json and log_history.json used)")
+    card.add_argument("--title")
+    card.add_argument("--license")
+    card.add_argument("--dataset", nargs="+", help="Hub ids of the training datasets")
+    card.set_defaults(handler=run_card)
 
     tokenizer = commands.add_parser("tokenizer", help="tokenizer tools")
     tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)

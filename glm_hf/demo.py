@@ -15,8 +15,8 @@ from datasets import Dataset
 
 from . import corpus
 from .configuration_glm import GLMConfig
-from .modeling_glm import GLMForConditionalGeneration
-from .pretraining import fill_blanks, model_card, pretrain, save_run_artifacts
+from .model_card import CardInfo
+from .pretraining import fill_blanks, pretrain, save_run_artifacts
 from .tokenization_glm import GLMTokenizer
 
 DEMO_TOKENIZER_DIR = Path(__file__).parent / "assets" / "demo_tokenizer"
@@ -126,7 +126,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings | None = None) -> De
 
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    save_run_artifacts(output_dir, trainer.state.log_history, _card(model, settings, result))
+    save_run_artifacts(output_dir, trainer.state.log_history, _card(settings, result), model.num_parameters())
     return result
 
 
@@ -146,32 +146,31 @@ def _score(held_out: list[corpus.Fact], fills: list[str], baseline: float) -> De
     )
 
 
-def _card(model: GLMForConditionalGeneration, settings: DemoSettings, result: DemoResult):
+def _card(settings: DemoSettings, result: DemoResult) -> CardInfo:
     table = ["| facts | exact | total |", "|---|---|---|"]
     table += [f"| {group} | {hit} | {total} |" for group, (hit, total) in result.per_kind.items()]
-    return model_card(
-        model,
-        "glm-hf demo: a tiny GLM pretrained on the embedded bilingual corpus",
-        {
-            "Training": (
-                f"Pretrained from scratch by `glm-hf demo` with `DataCollatorForBlankInfilling` (objective mix "
-                f"token/sentence/document = {settings.objective_probs}, mask ratio {settings.mask_ratio}) and the "
-                f"stock `Trainer`: {settings.max_steps} steps of {settings.batch_size} packed rows of "
-                f"{settings.row_length} tokens, learning rate {settings.learning_rate}, cosine "
-                f"schedule, seed {settings.seed}. Final training loss {result.final_loss:.3f}; curve in "
-                "`loss_curve.png`."
-            ),
-            "Evaluation": (
-                f"Greedy blank filling on {sum(t for _, t in result.per_kind.values())} held-out fact sentences "
-                f"that never appear in the training text: exact match **{result.exact_match:.3f}**, against "
-                f"{result.baseline:.3f} for always answering the most frequent training answer of the same kind "
-                "and language.\n\n" + "\n".join(table)
-            ),
-            "Limitations": (
-                "A demonstration of the training stack, not a useful language model: it knows only the embedded "
-                "corpus (capitals, elements, single-digit arithmetic, months and weekdays, simple sentence pairs)."
-            ),
-        },
+    return CardInfo(
+        title="glm-hf demo: a tiny GLM pretrained on the embedded bilingual corpus",
+        training=(
+            f"Pretrained from scratch by `glm-hf demo` on glm-hf's embedded corpus (`glm_hf.corpus`: facts and "
+            f"English/Chinese translation pairs) with `DataCollatorForBlankInfilling` (objective mix "
+            f"token/sentence/document = {settings.objective_probs}, mask ratio {settings.mask_ratio}) and the "
+            f"stock `Trainer`: {settings.max_steps} steps of {settings.batch_size} packed rows of "
+            f"{settings.row_length} tokens, learning rate {settings.learning_rate}, cosine schedule, seed "
+            f"{settings.seed}. Final training loss {result.final_loss:.3f}; curve in `loss_curve.png`."
+        ),
+        evaluation=(
+            f"Greedy blank filling on {sum(t for _, t in result.per_kind.values())} held-out fact sentences "
+            f"that never appear in the training text: exact match **{result.exact_match:.3f}**, against "
+            f"{result.baseline:.3f} for always answering the most frequent training answer of the same kind "
+            "and language.\n\n" + "\n".join(table)
+        ),
+        intended_use="A demonstration of glm-hf's pretraining stack and a small base for its fine-tuning examples.",
+        limitations=(
+            "Not a useful language model: it knows only the embedded corpus (capitals, elements, single-digit "
+            "arithmetic, months and weekdays, their translations)."
+        ),
+        metrics=["exact_match"],
     )
 
 

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from huggingface_hub import ModelCard, ModelCardData
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from .collator import DataCollatorForBlankInfilling
 from .configuration_glm import GLMConfig
+from .model_card import LOG_HISTORY_FILE, CardInfo, write_model_card
 from .modeling_glm import GLMForConditionalGeneration
 
 LOSS_CURVE_FILE = "loss_curve.png"
-LOG_HISTORY_FILE = "log_history.json"
 
 
 def pack_documents(documents: Iterable[Sequence[int]], row_length: int, separator_id: int) -> list[list[int]]:
@@ -163,41 +162,18 @@ def save_loss_curve(log_history: list[dict], path: str | Path, title: str = "GLM
     pyplot.close(figure)
 
 
-def save_run_artifacts(output_dir: str | Path, log_history: list[dict], card: ModelCard) -> None:
-    """Writes the loss curve, the raw log history and the model card next to a saved model."""
+def save_run_artifacts(
+    output_dir: str | Path, log_history: list[dict], card: CardInfo, parameters: int | None = None
+) -> None:
+    """Writes the loss curve, the raw log history and the model card (`README.md`) next to a saved model."""
     output_dir = Path(output_dir)
     save_loss_curve(log_history, output_dir / LOSS_CURVE_FILE)
     (output_dir / LOG_HISTORY_FILE).write_text(json.dumps(log_history, indent=1), encoding="utf-8")
-    card.save(output_dir / "README.md")
-
-
-def model_card(model: PreTrainedModel, title: str, sections: dict[str, str]) -> ModelCard:
-    """A model card with Hub metadata and the model's size and architecture, followed by `sections`
-    (heading -> markdown body), e.g. training data and evaluation results."""
-    config = model.config
-    data = ModelCardData(library_name="transformers", tags=["glm", "glm-hf", "blank-infilling"], license="apache-2.0")
-    size = (
-        f"{model.num_parameters():,} parameters: {config.num_hidden_layers} layers, hidden size "
-        f"{config.hidden_size}, {config.num_attention_heads} heads, vocabulary {config.vocab_size:,}, "
-        f"positions `{config.position_encoding}`, layer norm `{config.layernorm_style}`."
-    )
-    usage = (
-        "```python\nimport glm_hf  # registers GLM with the Auto classes\n"
-        "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
-        'model = AutoModelForSeq2SeqLM.from_pretrained("path/to/this/folder")\n'
-        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")\n'
-        'inputs = tokenizer("The capital of France is [MASK].", return_tensors="pt")\n'
-        "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=8)[0]))\n```"
-    )
-    body = [f"# {title}", "", size, "", "## Usage", "", usage]
-    for heading, text in sections.items():
-        body += ["", f"## {heading}", "", text]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
+    write_model_card(output_dir, card, parameters)
 
 
 __all__ = [
     "fill_blanks",
-    "model_card",
     "pack_documents",
     "packed_dataset",
     "pretrain",

@@ -4,16 +4,14 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model
 from datasets import Dataset
-from huggingface_hub import ModelCard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMTokenizer
 from glm_hf.cli import main
-from glm_hf.pretraining import fill_blanks, model_card, pack_documents, packed_dataset, pretrain, save_loss_curve
+from glm_hf.pretraining import fill_blanks, pack_documents, packed_dataset, pretrain, save_loss_curve
 
 TEXTS = [
     "The capital of France is Paris.",
@@ -96,16 +94,6 @@ def test_loss_curve_is_a_png_and_needs_logged_losses(tmp_path):
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="logging_steps"):
         save_loss_curve([{"train_runtime": 1.0, "step": 2}], tmp_path / "d.png")
-
-
-def test_model_card_has_hub_metadata_size_and_sections(tmp_path):
-    model = tiny_model()
-    card = model_card(model, "A title", {"Evaluation": "exact match 0.5"})
-    card.save(tmp_path / "README.md")
-    loaded = ModelCard.load(tmp_path / "README.md")
-    assert loaded.data.library_name == "transformers" and "glm" in loaded.data.tags
-    assert f"{model.num_parameters():,} parameters" in loaded.text
-    assert "## Evaluation\n\nexact match 0.5" in loaded.text
 
 
 @pytest.mark.parametrize("kind", ["text", "jsonl"])

