@@ -108,9 +108,11 @@ def build_model_card(
     )
 
 
-def write_model_card(folder: str | Path, info: CardInfo | None = None, parameters: int | None = None) -> Path:
-    """Writes `README.md` (and `card_info.json`) for a saved GLM folder. Without `info`, the folder's
-    `card_info.json` is used; a missing training section is filled from `log_history.json` if present."""
+def write_model_card(
+    folder: str | Path, info: CardInfo | None = None, parameters: int | None = None, save_info: bool = True
+) -> Path:
+    """Writes `README.md` (and, with `save_info`, `card_info.json`) for a saved GLM folder. Without `info`, the
+    folder's `card_info.json` is used; a missing training section is filled from `log_history.json` if present."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} has no config.json; point to a saved GLM model folder.")
@@ -120,7 +122,8 @@ def write_model_card(folder: str | Path, info: CardInfo | None = None, parameter
         info = CardInfo(**json.loads(info_file.read_text(encoding="utf-8"))) if info_file.is_file() else CardInfo()
     if not info.training and (folder / LOG_HISTORY_FILE).is_file():
         info.training = _training_from_log(json.loads((folder / LOG_HISTORY_FILE).read_text(encoding="utf-8")))
-    (folder / CARD_INFO_FILE).write_text(json.dumps(asdict(info), indent=1, ensure_ascii=False), encoding="utf-8")
+    if save_info:
+        (folder / CARD_INFO_FILE).write_text(json.dumps(asdict(info), indent=1, ensure_ascii=False), encoding="utf-8")
     build_model_card(config, info, parameters).save(folder / "README.md")
     return folder / "README.md"
 

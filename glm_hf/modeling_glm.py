@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Callable
 
 import torch
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -48,6 +50,11 @@ def apply_rotary_2d(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotates query and key `[batch, heads, seq, head_dim]`: the first half by position, the second by block."""
     return query * cos + rotate_half_pairs(query) * sin, key * cos + rotate_half_pairs(key) * sin
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
 
 
 def _thudm_folder(path) -> bool:
@@ -263,9 +270,54 @@ class GLMPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights and config plus this code (`modeling_glm.py` and its sibling files) with an `auto_map` for
-        every GLM head, so `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without glm_hf."""
+        every GLM head, so `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without glm_hf; with
+        glm_hf installed, also a filled model card `README.md` unless the folder already has one."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **REMOTE_CODE_AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        readme = os.path.join(str(save_directory), "README.md")
+        if not os.path.exists(readme):
+            try:  # the card template ships with the glm_hf package, not with the files saved next to a model
+                model_card = importlib.import_module("glm_hf.model_card")
+            except ImportError:
+                return result
+            model_card.write_model_card(save_directory, parameters=self.num_parameters(), save_info=False)
+        return result
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ) -> str:
+        """`PushToHubMixin.push_to_hub`, uploading the filled GLM model card that `save_pretrained` writes; a card
+        already in the repo is kept (with `tags` added), as transformers does."""
+        repo_id = HfApi().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            readme = os.path.join(folder, "README.md")
+            try:
+                card = ModelCard.load(repo_id, token=token)
+            except EntryNotFoundError:
+                card = ModelCard(_read_text(readme) if os.path.exists(readme) else "")
+            card.data.tags = sorted({*(card.data.tags or []), *(tags or [])}) or None
+            card.save(readme)
+            return self._upload_modified_files(
+                folder,
+                repo_id,
+                files_timestamps={},
+                commit_message=commit_message,
+                token=token,
+                create_pr=create_pr,
+                revision=revision,
+                commit_description=commit_description,
+            )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

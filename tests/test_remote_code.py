@@ -96,7 +96,7 @@ def test_push_to_hub_uploads_weights_code_config_and_tokenizer(tmp_path):
         mock.patch.object(HfApi, "create_commit", fake_commit),
         mock.patch.object(ModelCard, "load", side_effect=EntryNotFoundError("no card yet")),
     ):
-        model.push_to_hub("someone/glm-tiny", token="dummy")
+        model.push_to_hub("someone/glm-tiny", token="dummy", tags=["my-tag"])
         tokenizer.push_to_hub("someone/glm-tiny", token="dummy")
     model_files, tokenizer_files = commits
     assert set(model_files) >= {
@@ -110,6 +110,9 @@ def test_push_to_hub_uploads_weights_code_config_and_tokenizer(tmp_path):
     tokenizer_expected = {"tokenization_glm.py", "blank_infilling.py", "tokenizer.json", "tokenizer_config.json"}
     assert set(tokenizer_files) >= tokenizer_expected
 
+    card = model_files["README.md"].decode()
+    assert "## Intended use" in card and "trust_remote_code=True" in card and "library_name: transformers" in card
+    assert "- my-tag" in card and "- glm-hf" in card
     config = json.loads(model_files["config.json"])
     assert config["auto_map"]["AutoModelForSeq2SeqLM"] == "modeling_glm.GLMForConditionalGeneration"
     assert config["auto_map"]["AutoConfig"] == "configuration_glm.GLMConfig"
