@@ -10,12 +10,11 @@ adapter is saved alone (a few hundred KB) and reloaded onto the base model with 
 
 import argparse
 
-from finetune_seq2seq import translation_data
+from finetune_seq2seq import translation_trainer
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import glm_hf  # noqa: F401  (registers GLM with the Auto classes)
-from glm_hf.seq2seq import DataCollatorForGLMSeq2Seq, Seq2SeqMetrics
 
 TARGET_MODULES = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
 
@@ -35,34 +34,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = get_peft_model(base, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=TARGET_MODULES))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    train, test = translation_data(args.seed)
-    if args.eval_pairs is not None:
-        test = test.select(range(min(args.eval_pairs, len(test))))
-    training = Seq2SeqTrainingArguments(
-        output_dir=args.output,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=64,
-        learning_rate=5e-3,
-        warmup_steps=args.max_steps // 10,
-        activation_checkpointing=True,
-        predict_with_generate=True,
-        generation_max_length=64,
-        remove_unused_columns=False,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=max(1, args.max_steps // 10),
-        seed=args.seed,
-    )
-    trainer = Seq2SeqTrainer(
-        model=model,
-        args=training,
-        train_dataset=train,
-        eval_dataset=test,
-        data_collator=DataCollatorForGLMSeq2Seq(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=Seq2SeqMetrics(tokenizer),
-    )
+    trainer = translation_trainer(model, tokenizer, args, learning_rate=5e-3, activation_checkpointing=True)
+    test = trainer.eval_dataset
     before = trainer.evaluate()
     trainer.train()
     after = trainer.evaluate()

@@ -34,6 +34,38 @@ def translation_data(seed: int) -> tuple[Dataset, Dataset]:
     return rows(seen), rows(test)
 
 
+def translation_trainer(model, tokenizer, args: argparse.Namespace, **training_options) -> Seq2SeqTrainer:
+    """A `Seq2SeqTrainer` on the translation data that evaluates by generating (`predict_with_generate`); `args`
+    gives output, max_steps, eval_pairs and seed, `training_options` the rest (learning rate, checkpointing...)."""
+    train, test = translation_data(args.seed)
+    if args.eval_pairs is not None:
+        test = test.select(range(min(args.eval_pairs, len(test))))
+    training = Seq2SeqTrainingArguments(
+        output_dir=args.output,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        warmup_steps=args.max_steps // 10,
+        predict_with_generate=True,
+        generation_max_length=64,
+        remove_unused_columns=False,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=max(1, args.max_steps // 10),
+        seed=args.seed,
+        **training_options,
+    )
+    return Seq2SeqTrainer(
+        model=model,
+        args=training,
+        train_dataset=train,
+        eval_dataset=test,
+        data_collator=DataCollatorForGLMSeq2Seq(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=Seq2SeqMetrics(tokenizer),
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="glm-demo", help="a pretrained GLM folder (e.g. from glm-hf demo)")
@@ -45,33 +77,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     model = AutoModelForSeq2SeqLM.from_pretrained(args.base)
-    train, test = translation_data(args.seed)
-    if args.eval_pairs is not None:
-        test = test.select(range(min(args.eval_pairs, len(test))))
-    training = Seq2SeqTrainingArguments(
-        output_dir=args.output,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=64,
-        learning_rate=1e-3,
-        warmup_steps=args.max_steps // 10,
-        predict_with_generate=True,
-        generation_max_length=64,
-        remove_unused_columns=False,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=max(1, args.max_steps // 10),
-        seed=args.seed,
-    )
-    trainer = Seq2SeqTrainer(
-        model=model,
-        args=training,
-        train_dataset=train,
-        eval_dataset=test,
-        data_collator=DataCollatorForGLMSeq2Seq(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=Seq2SeqMetrics(tokenizer),
-    )
+    trainer = translation_trainer(model, tokenizer, args, learning_rate=1e-3)
+    train, test = trainer.train_dataset, trainer.eval_dataset
     before = trainer.evaluate()
     trainer.train()
     after = trainer.evaluate()
