@@ -1,0 +1,156 @@
+"""Weight-only quantization of GLM's linear layers, as GLM-130B did for inference memory: absmax INT8/INT4 (a scale
+per output row or per group of input columns) and zero-point INT4/INT8 (a scale and an offset per row or group).
+
+INT4 values are packed two per byte. `QuantizedLinear` dequantizes and multiplies, which is correct on every device
+and dtype; the quantizer registration, faster kernels and (de)serialization build on this file. It imports only
+torch and transformers, so it can travel with a saved model's code.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+BITS = (4, 8)
+METHODS = ("absmax", "zeropoint")
+
+
+@dataclass(frozen=True)
+class QuantizationSpec:
+    """How weights are quantized: `bits` (8 or 4), `method` ("absmax": symmetric, scale only; "zeropoint":
+    asymmetric, scale and offset) and `group_size` (None: one scale per output row; else per group of that many
+    input columns)."""
+
+    bits: int = 8
+    method: str = "absmax"
+    group_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.bits not in BITS:
+            raise ValueError(f"bits must be one of {BITS}, got {self.bits}.")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
+        if self.group_size is not None and (self.group_size < 2 or self.group_size % 2):
+            raise ValueError(f"group_size must be None or an even number >= 2, got {self.group_size}.")
+
+    def groups(self, in_features: int) -> int:
+        """Number of column groups of a weight with `in_features` columns (checks that the groups divide it)."""
+        if self.group_size is None:
+            return 1
+        if in_features % self.group_size:
+            raise ValueError(
+                f"group_size={self.group_size} does not divide in_features={in_features}; pick a divisor "
+                "(e.g. 32, 64 or 128 for power-of-two sizes) or group_size=None."
+            )
+        return in_features // self.group_size
+
+
+@dataclass
+class QuantizedWeight:
+    """Integer codes (int8, or two int4 codes per uint8), `scale` `[out, groups]` and, for zero-point, `offset`
+    `[out, groups]` (the value of code 0)."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    offset: torch.Tensor | None
+    in_features: int
+
+
+def quantize_weight(weight: torch.Tensor, spec: QuantizationSpec) -> QuantizedWeight:
+    """Quantizes a `[out, in]` float weight; the result dequantizes within half a quantization step per value."""
+    if weight.dim() != 2:
+        raise ValueError(f"quantize_weight takes a 2D [out, in] weight, got shape {tuple(weight.shape)}.")
+    out_features, in_features = weight.shape
+    if spec.bits == 4 and in_features % 2:
+        raise ValueError(f"INT4 packs two columns per byte, so in_features must be even, got {in_features}.")
+    groups = spec.groups(in_features)
+    grouped = weight.float().reshape(out_features, groups, in_features // groups)
+    if spec.method == "absmax":
+        limit = 2 ** (spec.bits - 1) - 1
+        scale = grouped.abs().amax(-1).clamp(min=1e-12) / limit
+        codes = torch.round(grouped / scale[..., None]).clamp(-limit, limit)
+        offset = None
+    else:
+        top = 2**spec.bits - 1
+        low, high = grouped.amin(-1), grouped.amax(-1)
+        scale = (high - low).clamp(min=1e-12) / top
+        codes = torch.round((grouped - low[..., None]) / scale[..., None]).clamp(0, top) - 2 ** (spec.bits - 1)
+        offset = low + 2 ** (spec.bits - 1) * scale  # value of the (shifted) code 0
+    codes = codes.reshape(out_features, in_features).to(torch.int8)
+    if spec.bits == 4:
+        codes = pack_int4(codes)
+    return QuantizedWeight(codes, scale, offset, in_features)
+
+
+def dequantize_weight(quantized: QuantizedWeight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The `[out, in]` float weight that `quantized` stands for."""
+    codes = quantized.codes
+    if codes.dtype == torch.uint8:
+        codes = unpack_int4(codes)
+    out_features, groups = quantized.scale.shape
+    values = codes.reshape(out_features, groups, -1).float() * quantized.scale[..., None].float()
+    if quantized.offset is not None:
+        values = values + quantized.offset[..., None].float()
+    return values.reshape(out_features, quantized.in_features).to(dtype)
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """Signed int4 codes (-8..7) `[out, in]` → uint8 `[out, in / 2]`: column 2j in the low nibble, 2j+1 high."""
+    nibbles = (codes.to(torch.int16) + 8).to(torch.uint8)
+    return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """The inverse of `pack_int4`."""
+    low = (packed & 0x0F).to(torch.int8) - 8
+    high = (packed >> 4).to(torch.int8) - 8
+    return torch.stack([low, high], dim=-1).reshape(packed.shape[0], -1)
+
+
+class QuantizedLinear(nn.Module):
+    """A linear layer with quantized weights (buffers `weight_codes`, `weight_scale`, and `weight_offset` for
+    zero-point) and a float bias. The forward pass dequantizes and multiplies: correct everywhere, memory-saving
+    at rest; faster kernels are chosen elsewhere by measurement."""
+
+    def __init__(self, linear: nn.Linear, spec: QuantizationSpec):
+        super().__init__()
+        self.in_features, self.out_features, self.spec = linear.in_features, linear.out_features, spec
+        quantized = quantize_weight(linear.weight.detach(), spec)
+        self.register_buffer("weight_codes", quantized.codes)
+        self.register_buffer("weight_scale", quantized.scale)
+        self.register_buffer("weight_offset", quantized.offset)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def quantized_weight(self) -> QuantizedWeight:
+        return QuantizedWeight(self.weight_codes, self.weight_scale, self.weight_offset, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = dequantize_weight(self.quantized_weight(), x.dtype)
+        return nn.functional.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        spec = self.spec
+        return f"in={self.in_features}, out={self.out_features}, int{spec.bits} {spec.method}, group={spec.group_size}"
+
+
+def quantize_linears(
+    model: nn.Module, spec: QuantizationSpec, modules_to_not_convert: tuple[str, ...] = ("lm_head",)
+) -> nn.Module:
+    """Replaces, in place, every `nn.Linear` whose name does not contain one of `modules_to_not_convert` by a
+    `QuantizedLinear` (embeddings are never linear layers, so they stay as they are). Returns the model."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and not any(skip in name for skip in modules_to_not_convert):
+            model.set_submodule(name, QuantizedLinear(module, spec))
+    return model
+
+
+__all__ = [
+    "QuantizationSpec",
+    "QuantizedLinear",
+    "QuantizedWeight",
+    "dequantize_weight",
+    "pack_int4",
+    "quantize_linears",
+    "quantize_weight",
+    "unpack_int4",
+]

@@ -1,0 +1,74 @@
+"""Weight-only quantization math and QuantizedLinear (absmax INT8/INT4, zero-point, per-row or per-group)."""
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from glm_hf.blank_infilling import batch_infilling, infilling_example
+from glm_hf.quantization import (
+    QuantizationSpec,
+    QuantizedLinear,
+    dequantize_weight,
+    pack_int4,
+    quantize_linears,
+    quantize_weight,
+    unpack_int4,
+)
+
+SPECS = [
+    QuantizationSpec(bits, method, group)
+    for bits in (8, 4)
+    for method in ("absmax", "zeropoint")
+    for group in (None, 16)
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_dequantized_values_are_within_half_a_step(spec):
+    weight = torch.randn(24, 64, generator=torch.Generator().manual_seed(0)) * 0.05
+    weight[3, 5] = 1.0  # an outlier: with groups, only its own group gets the coarse scale
+    quantized = quantize_weight(weight, spec)
+    restored = dequantize_weight(quantized)
+    step = quantized.scale.repeat_interleave(64 // quantized.scale.shape[1], dim=1)
+    assert ((restored - weight).abs() <= step / 2 + 1e-6).all()
+    expected_bytes = weight.numel() * spec.bits // 8
+    assert quantized.codes.numel() * quantized.codes.element_size() == expected_bytes
+    if spec.group_size:
+        assert (restored[4] - weight[4]).abs().max() < (restored[3] - weight[3]).abs().max()
+
+
+def test_int4_packing_round_trips_every_code():
+    codes = torch.arange(-8, 8, dtype=torch.int8).repeat(3, 2)
+    packed = pack_int4(codes)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 16)
+    assert torch.equal(unpack_int4(packed), codes)
+
+
+@pytest.mark.parametrize(
+    ("spec", "tolerance"), [(QuantizationSpec(8), 0.02), (QuantizationSpec(4, "zeropoint", 16), 0.15)], ids=str
+)
+def test_quantized_model_stays_close_to_float(spec, tolerance):
+    model = tiny_model(initializer_range=0.05).eval()
+    rows = [infilling_example([10, 11, 4, 12, 13, 14], [[20, 21]], [4, 5, 6], 7, 8)]
+    batch = batch_infilling(rows, 0)
+    inputs = {k: batch[k] for k in ("input_ids", "position_ids", "attention_mask")}
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        quantize_linears(model, spec)
+        quantized = model(**inputs).logits
+    assert sum(isinstance(m, QuantizedLinear) for m in model.modules()) == 4 * model.config.num_hidden_layers
+    assert not isinstance(model.lm_head, QuantizedLinear)
+    relative = (quantized - reference).abs().max() / reference.abs().max()
+    assert 0 < relative < tolerance
+    assert model.generate(torch.tensor([[10, 11, 4, 12]]), max_new_tokens=3).shape[1] >= 5
+
+
+def test_bad_specs_raise_clear_errors():
+    with pytest.raises(ValueError, match="bits must be one of"):
+        QuantizationSpec(bits=3)
+    with pytest.raises(ValueError, match="method must be one of"):
+        QuantizationSpec(method="gptq")
+    with pytest.raises(ValueError, match="even number"):
+        QuantizationSpec(group_size=15)
+    with pytest.raises(ValueError, match="does not divide in_features=48"):
+        quantize_weight(torch.randn(4, 48), QuantizationSpec(group_size=32))
