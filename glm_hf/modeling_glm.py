@@ -36,6 +36,7 @@ from .blank_infilling import (
     part_a_length,
 )
 from .configuration_glm import GLMConfig
+from .quantization import GLMQuantizationConfig  # noqa: F401  (registers the quantizer; travels with saved code)
 
 
 def rotate_half_pairs(x: torch.Tensor) -> torch.Tensor:

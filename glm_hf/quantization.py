@@ -10,6 +10,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.core_model_loading import ConversionOps
+from transformers.quantizers import HfQuantizer
+from transformers.quantizers.auto import (
+    AUTO_QUANTIZATION_CONFIG_MAPPING,
+    AUTO_QUANTIZER_MAPPING,
+    register_quantization_config,
+    register_quantizer,
+)
+from transformers.quantizers.quantizers_utils import get_module_from_name, should_convert_module
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+QUANT_METHOD = "glm_hf"
 
 BITS = (4, 8)
 METHODS = ("absmax", "zeropoint")
@@ -108,21 +120,40 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
 
 
 class QuantizedLinear(nn.Module):
-    """A linear layer with quantized weights (buffers `weight_codes`, `weight_scale`, and `weight_offset` for
-    zero-point) and a float bias. The forward pass dequantizes and multiplies: correct everywhere, memory-saving
-    at rest; faster kernels are chosen elsewhere by measurement."""
+    """A linear layer with quantized weights (buffers `weight`: the integer codes, `weight_scale`, and
+    `weight_offset` for zero-point) and a float bias. The forward pass dequantizes and multiplies: correct
+    everywhere, memory-saving at rest; faster kernels are chosen elsewhere by measurement. Built empty (for loading
+    a quantized checkpoint) or with `from_linear`."""
 
-    def __init__(self, linear: nn.Linear, spec: QuantizationSpec):
+    def __init__(self, in_features: int, out_features: int, bias: bool, spec: QuantizationSpec):
         super().__init__()
-        self.in_features, self.out_features, self.spec = linear.in_features, linear.out_features, spec
-        quantized = quantize_weight(linear.weight.detach(), spec)
-        self.register_buffer("weight_codes", quantized.codes)
-        self.register_buffer("weight_scale", quantized.scale)
-        self.register_buffer("weight_offset", quantized.offset)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        self.in_features, self.out_features, self.spec = in_features, out_features, spec
+        groups = spec.groups(in_features)
+        if spec.bits == 4:
+            codes = torch.zeros(out_features, in_features // 2, dtype=torch.uint8)
+        else:
+            codes = torch.zeros(out_features, in_features, dtype=torch.int8)
+        self.register_buffer("weight", codes)
+        self.register_buffer("weight_scale", torch.ones(out_features, groups))
+        offset = torch.zeros(out_features, groups) if spec.method == "zeropoint" else None
+        self.register_buffer("weight_offset", offset)
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, spec: QuantizationSpec) -> "QuantizedLinear":
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, spec)
+        layer.load_quantized(quantize_weight(linear.weight.detach(), spec))
+        if linear.bias is not None:
+            layer.bias.data = linear.bias.detach().clone()
+        return layer
+
+    def load_quantized(self, quantized: QuantizedWeight) -> None:
+        self.weight = quantized.codes
+        self.weight_scale = quantized.scale
+        self.weight_offset = quantized.offset
 
     def quantized_weight(self) -> QuantizedWeight:
-        return QuantizedWeight(self.weight_codes, self.weight_scale, self.weight_offset, self.in_features)
+        return QuantizedWeight(self.weight, self.weight_scale, self.weight_offset, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = dequantize_weight(self.quantized_weight(), x.dtype)
@@ -140,11 +171,103 @@ def quantize_linears(
     `QuantizedLinear` (embeddings are never linear layers, so they stay as they are). Returns the model."""
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and not any(skip in name for skip in modules_to_not_convert):
-            model.set_submodule(name, QuantizedLinear(module, spec))
+            model.set_submodule(name, QuantizedLinear.from_linear(module, spec))
     return model
 
 
+class GLMQuantizationConfig(QuantizationConfigMixin):
+    """Weight-only quantization for GLM through transformers' quantizer API:
+    `from_pretrained(path, quantization_config=GLMQuantizationConfig(bits=4))` quantizes while loading, and a saved
+    quantized model reloads without re-quantizing. `modules_to_not_convert` (default: the output layer) keeps
+    layers whose name contains one of the strings in full precision; embeddings are never quantized."""
+
+    def __init__(
+        self,
+        bits: int = 8,
+        method: str = "absmax",
+        group_size: int | None = None,
+        modules_to_not_convert: list[str] | None = None,
+        **kwargs,
+    ):
+        self.quant_method = QUANT_METHOD
+        self.bits, self.method, self.group_size = bits, method, group_size
+        self.modules_to_not_convert = ["lm_head"] if modules_to_not_convert is None else list(modules_to_not_convert)
+        QuantizationSpec(bits, method, group_size)  # raises on bad values
+
+    @property
+    def spec(self) -> QuantizationSpec:
+        return QuantizationSpec(self.bits, self.method, self.group_size)
+
+    def to_dict(self) -> dict:
+        return {
+            "quant_method": self.quant_method,
+            "bits": self.bits,
+            "method": self.method,
+            "group_size": self.group_size,
+            "modules_to_not_convert": self.modules_to_not_convert,
+        }
+
+
+class _QuantizeOnLoad(ConversionOps):
+    """Quantizes a float weight as it is read from the checkpoint, so the full-precision model never exists."""
+
+    def __init__(self, quantizer: "GLMQuantizer"):
+        self.hf_quantizer = quantizer
+
+    def convert(self, input_dict: dict, full_layer_name: str | None = None, **kwargs) -> dict:
+        weight = next(iter(input_dict.values()))
+        weight = weight[0] if isinstance(weight, list) else weight
+        quantized = quantize_weight(weight, self.hf_quantizer.quantization_config.spec)
+        prefix = full_layer_name.removesuffix(".weight")
+        tensors = {full_layer_name: quantized.codes, f"{prefix}.weight_scale": quantized.scale}
+        if quantized.offset is not None:
+            tensors[f"{prefix}.weight_offset"] = quantized.offset
+        return tensors
+
+
+class GLMQuantizer(HfQuantizer):
+    """Swaps linear layers for `QuantizedLinear` before the weights load; quantizes float checkpoints on the fly."""
+
+    requires_calibration = False
+
+    def _process_model_before_weight_loading(self, model, dtype=None, **kwargs):
+        self.modules_to_not_convert = self.get_modules_to_not_convert(
+            model, self.quantization_config.modules_to_not_convert, getattr(model, "_keep_in_fp32_modules", None)
+        )
+        spec = self.quantization_config.spec
+        for name, module in list(model.named_modules()):
+            if isinstance(module, nn.Linear) and should_convert_module(name, self.modules_to_not_convert):
+                with torch.device("meta"):
+                    layer = QuantizedLinear(module.in_features, module.out_features, module.bias is not None, spec)
+                model.set_submodule(name, layer)
+
+    def param_needs_quantization(self, model, param_name: str, **kwargs) -> bool:
+        module, tensor_name = get_module_from_name(model, param_name)
+        return isinstance(module, QuantizedLinear) and tensor_name == "weight" and not self.pre_quantized
+
+    def get_quantize_ops(self) -> ConversionOps:
+        return _QuantizeOnLoad(self)
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        return model
+
+    def is_serializable(self) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return False
+
+
+if QUANT_METHOD not in AUTO_QUANTIZATION_CONFIG_MAPPING:  # this file may be imported again as saved remote code
+    register_quantization_config(QUANT_METHOD)(GLMQuantizationConfig)
+if QUANT_METHOD not in AUTO_QUANTIZER_MAPPING:
+    register_quantizer(QUANT_METHOD)(GLMQuantizer)
+
+
 __all__ = [
+    "GLMQuantizationConfig",
+    "GLMQuantizer",
     "QuantizationSpec",
     "QuantizedLinear",
     "QuantizedWeight",

@@ -72,3 +72,41 @@ def test_bad_specs_raise_clear_errors():
         QuantizationSpec(group_size=15)
     with pytest.raises(ValueError, match="does not divide in_features=48"):
         quantize_weight(torch.randn(4, 48), QuantizationSpec(group_size=32))
+
+
+@pytest.mark.parametrize("spec", [QuantizationSpec(8), QuantizationSpec(4, "zeropoint", 16)], ids=str)
+def test_from_pretrained_quantizes_on_load_and_saved_models_reload_bit_exact(tmp_path, spec):
+    from safetensors import safe_open
+
+    from glm_hf import GLMForConditionalGeneration
+    from glm_hf.quantization import GLMQuantizationConfig
+
+    model = tiny_model(initializer_range=0.05).eval()
+    model.save_pretrained(tmp_path / "float")
+    config = GLMQuantizationConfig(bits=spec.bits, method=spec.method, group_size=spec.group_size)
+    loaded = GLMForConditionalGeneration.from_pretrained(tmp_path / "float", quantization_config=config).eval()
+    after_the_fact = quantize_linears(model, spec)
+    ids = torch.tensor([[10, 11, 4, 12, 13]])
+    with torch.no_grad():  # same codes; the two models differ only in float op order (memory layout)
+        torch.testing.assert_close(loaded(ids).logits, after_the_fact(ids).logits, atol=1e-6, rtol=1e-5)
+    for name, buffer in loaded.named_buffers():
+        if name.endswith(".weight"):
+            assert torch.equal(buffer, dict(after_the_fact.named_buffers())[name]), name
+    loaded.save_pretrained(tmp_path / "quantized")
+    assert (tmp_path / "quantized" / "quantization.py").is_file()
+    with safe_open(str(tmp_path / "quantized" / "model.safetensors"), "pt") as handle:
+        codes = handle.get_tensor("glm.layers.0.mlp.dense_h_to_4h.weight")
+    assert codes.dtype == (torch.uint8 if spec.bits == 4 else torch.int8)
+    reloaded = GLMForConditionalGeneration.from_pretrained(tmp_path / "quantized").eval()
+    assert reloaded.config.quantization_config.bits == spec.bits
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, loaded(ids).logits)
+
+
+def test_quantization_config_rejects_bad_values():
+    from glm_hf.quantization import GLMQuantizationConfig
+
+    with pytest.raises(ValueError, match="bits must be one of"):
+        GLMQuantizationConfig(bits=2)
+    with pytest.raises(ValueError, match="method must be one of"):
+        GLMQuantizationConfig(method="nf4")

@@ -127,3 +127,38 @@ def _content(path_or_fileobj) -> bytes:
         with open(path_or_fileobj, "rb") as handle:
             return handle.read()
     return path_or_fileobj if isinstance(path_or_fileobj, bytes) else path_or_fileobj.read()
+
+
+QUANTIZED_LOAD = """
+import sys
+sys.modules["glm_hf"] = None
+import torch
+from transformers import AutoModelForSeq2SeqLM
+model = AutoModelForSeq2SeqLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+layer = model.glm.layers[0].mlp.dense_h_to_4h
+assert type(layer).__name__ == "QuantizedLinear" and layer.weight.dtype == torch.uint8, type(layer)
+with torch.no_grad():
+    torch.save(model(torch.tensor([[10, 11, 4, 12]])).logits, sys.argv[2])
+"""
+
+
+def test_quantized_folder_loads_without_glm_hf(tmp_path):
+    from glm_hf.quantization import GLMQuantizationConfig
+
+    model, _ = saved_model(tmp_path / "float")
+    quantized = GLMForConditionalGeneration.from_pretrained(
+        tmp_path / "float", quantization_config=GLMQuantizationConfig(bits=4, method="zeropoint", group_size=16)
+    ).eval()
+    quantized.save_pretrained(tmp_path / "int4")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", QUANTIZED_LOAD, str(tmp_path / "int4"), str(tmp_path / "out.pt")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with torch.no_grad():
+        assert torch.equal(torch.load(tmp_path / "out.pt"), quantized(torch.tensor([[10, 11, 4, 12]])).logits)
