@@ -23,6 +23,7 @@ from .modeling_glm import (
     GLMPreTrainedModel,
 )
 from .pipelines import register_pipelines
+from .quantization import GLMQuantizationConfig, quantize
 from .tokenization_glm import GLMTokenizer
 
 __version__ = "0.1.0"
@@ -48,6 +49,8 @@ __all__ = [
     "GLMForConditionalGeneration",
     "GLMForMultipleChoice",
     "GLMForSequenceClassification",
+    "GLMQuantizationConfig",
     "GLMTokenizer",
+    "quantize",
     "blank_infilling",
 ]

@@ -193,6 +193,33 @@ def run_card(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def run_quantize(args: argparse.Namespace) -> None:
+    """Loads a GLM folder quantizing its linear layers, then saves the quantized model, tokenizer and card."""
+    from .model_card import CARD_INFO_FILE, CardInfo, write_model_card
+    from .modeling_glm import GLMForConditionalGeneration
+    from .quantization import GLMQuantizationConfig
+
+    source, destination = Path(args.source), Path(args.destination)
+    if not (source / "config.json").is_file():
+        raise SystemExit(f"glm-hf quantize: {source} has no config.json; point to a saved GLM folder.")
+    if destination.exists() and any(destination.iterdir()):
+        raise SystemExit(f"glm-hf quantize: {destination} exists and is not empty.")
+    try:
+        config = GLMQuantizationConfig(bits=args.bits, method=args.method, group_size=args.group_size)
+        model = GLMForConditionalGeneration.from_pretrained(source, quantization_config=config)
+    except ValueError as error:
+        raise SystemExit(f"glm-hf quantize: {error}") from error
+    model.save_pretrained(destination)
+    if (source / "tokenizer_config.json").is_file():
+        GLMTokenizer.from_pretrained(source).save_pretrained(destination)
+    info_file = source / CARD_INFO_FILE
+    info = CardInfo(**json.loads(info_file.read_text(encoding="utf-8"))) if info_file.is_file() else CardInfo()
+    info.title = f"{info.title} (int{args.bits} {args.method})"
+    info.base_model = str(source)
+    write_model_card(destination, info, model.num_parameters())
+    print(f"quantized {source} -> {destination} (int{args.bits} {args.method}, group size {args.group_size})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glm-hf", description="GLM models for HuggingFace Transformers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -249,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--no-tokenizer", action="store_true", help="convert a ChatGLM folder without ice_text.model")
     convert.add_argument("--overwrite", action="store_true", help="replace a non-empty destination")
     convert.set_defaults(handler=run_convert)
+
+    quantize = commands.add_parser("quantize", help="weight-only quantize a saved GLM folder")
+    quantize.add_argument("source", help="a saved GLM folder")
+    quantize.add_argument("destination", help="folder to write (must not exist or be empty)")
+    quantize.add_argument("--bits", type=int, choices=(4, 8), default=8)
+    quantize.add_argument("--method", choices=("absmax", "zeropoint"), default="absmax")
+    quantize.add_argument("--group-size", type=int, default=None, help="columns per scale (default: one per row)")
+    quantize.set_defaults(handler=run_quantize)
 
     card = commands.add_parser("card", help="write a model folder's README.md (model card) from its files")
     card.add_argument("model_dir", help="a saved GLM folder (config.json; card_info.json and log_history.json used)")

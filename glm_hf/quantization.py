@@ -76,7 +76,7 @@ def quantize_weight(weight: torch.Tensor, spec: QuantizationSpec) -> QuantizedWe
     if spec.bits == 4 and in_features % 2:
         raise ValueError(f"INT4 packs two columns per byte, so in_features must be even, got {in_features}.")
     groups = spec.groups(in_features)
-    grouped = weight.float().reshape(out_features, groups, in_features // groups)
+    grouped = weight.float().contiguous().reshape(out_features, groups, in_features // groups)
     if spec.method == "absmax":
         limit = 2 ** (spec.bits - 1) - 1
         scale = grouped.abs().amax(-1).clamp(min=1e-12) / limit
@@ -259,6 +259,18 @@ class GLMQuantizer(HfQuantizer):
         return False
 
 
+def quantize(model: nn.Module, config: GLMQuantizationConfig) -> nn.Module:
+    """Quantizes a loaded GLM in place, as `from_pretrained(..., quantization_config=config)` would have: its
+    linear layers become `QuantizedLinear`, and the model records the config (so `save_pretrained` writes a
+    quantized checkpoint) and the quantizer (so `Trainer` refuses to train it without adapters)."""
+    skip = tuple(config.modules_to_not_convert or ())
+    quantize_linears(model, config.spec, skip)
+    model.config.quantization_config = config
+    model.hf_quantizer = GLMQuantizer(config, pre_quantized=True)
+    model.is_quantized = True
+    return model
+
+
 if QUANT_METHOD not in AUTO_QUANTIZATION_CONFIG_MAPPING:  # this file may be imported again as saved remote code
     register_quantization_config(QUANT_METHOD)(GLMQuantizationConfig)
 if QUANT_METHOD not in AUTO_QUANTIZER_MAPPING:
@@ -273,6 +285,7 @@ __all__ = [
     "QuantizedWeight",
     "dequantize_weight",
     "pack_int4",
+    "quantize",
     "quantize_linears",
     "quantize_weight",
     "unpack_int4",
