@@ -205,7 +205,9 @@ def run_quantize(args: argparse.Namespace) -> None:
     if destination.exists() and any(destination.iterdir()):
         raise SystemExit(f"glm-hf quantize: {destination} exists and is not empty.")
     try:
-        config = GLMQuantizationConfig(bits=args.bits, method=args.method, group_size=args.group_size)
+        config = GLMQuantizationConfig(
+            bits=args.bits, method=args.method, group_size=args.group_size, activations=args.activations
+        )
         model = GLMForConditionalGeneration.from_pretrained(source, quantization_config=config)
     except ValueError as error:
         raise SystemExit(f"glm-hf quantize: {error}") from error
@@ -283,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--bits", type=int, choices=(4, 8), default=8)
     quantize.add_argument("--method", choices=("absmax", "zeropoint"), default="absmax")
     quantize.add_argument("--group-size", type=int, default=None, help="columns per scale (default: one per row)")
+    quantize.add_argument(
+        "--activations", choices=("dynamic_int8",), default=None, help="W8A8: int8 activations too (fast on CPU)"
+    )
     quantize.set_defaults(handler=run_quantize)
 
     card = commands.add_parser("card", help="write a model folder's README.md (model card) from its files")

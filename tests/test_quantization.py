@@ -145,3 +145,28 @@ def test_quantize_command_writes_a_quantized_folder_with_card(tmp_path):
     assert "(int4 absmax)" in card.text and '"bits": 4' in card.text
     with pytest.raises(SystemExit, match="does not divide"):
         main(["quantize", str(tmp_path / "float"), str(tmp_path / "bad"), "--group-size", "48"])
+
+
+def test_w8a8_uses_int8_kernels_and_stays_close_to_weight_only(tmp_path):
+    from glm_hf import GLMForConditionalGeneration
+    from glm_hf.quantization import GLMQuantizationConfig
+
+    model = tiny_model(initializer_range=0.05).eval()
+    model.save_pretrained(tmp_path / "float")
+    ids = torch.tensor([[10, 11, 4, 12, 13, 14, 15]])
+    logits = {}
+    for name, activations in (("weight_only", None), ("w8a8", "dynamic_int8")):
+        config = GLMQuantizationConfig(bits=8, activations=activations)
+        quantized = GLMForConditionalGeneration.from_pretrained(tmp_path / "float", quantization_config=config).eval()
+        with torch.no_grad():
+            logits[name] = quantized(ids).logits
+    layer = quantized.glm.layers[0].mlp.dense_h_to_4h
+    assert hasattr(layer, "_packed")  # the int8 kernel ran
+    relative = (logits["w8a8"] - logits["weight_only"]).abs().max() / logits["weight_only"].abs().max()
+    assert 0 < relative < 0.05
+    quantized.save_pretrained(tmp_path / "w8a8")
+    reloaded = GLMForConditionalGeneration.from_pretrained(tmp_path / "w8a8").eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, logits["w8a8"])
+    with pytest.raises(ValueError, match="W8A8"):
+        GLMQuantizationConfig(bits=4, activations="dynamic_int8")
