@@ -1,0 +1,147 @@
+"""Weight-only and W8A8 quantization of GLM: weight bytes, decode speed, and quality, in one process.
+
+- Speed: a random-weight GLM (default 12 layers x 768 hidden, vocab 50304) in fp32 and in every quantized mode;
+  bytes of the quantized linear weights relative to fp32, and greedy decode tokens/s at batch 1 and 8 (128 new
+  tokens) relative to fp32.
+- Quality (with `--demo-model`, a `glm-hf demo` folder): held-out perplexity of the answers of the demo's held-out
+  facts (teacher-forced blank infilling) and greedy blank-fill exact match, per mode — a table shaped like
+  GLM-130B's quantization table.
+
+    python benchmarks/bench_quantization.py [--demo-model glm-demo] [--layers 12 --hidden 768]
+"""
+
+import argparse
+import math
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from glm_hf import GLMConfig, GLMForConditionalGeneration, corpus  # noqa: E402
+from glm_hf.blank_infilling import batch_infilling, infilling_example  # noqa: E402
+from glm_hf.pretraining import fill_blanks  # noqa: E402
+from glm_hf.quantization import GLMQuantizationConfig, QuantizedLinear, quantize  # noqa: E402
+from glm_hf.tokenization_glm import GLMTokenizer  # noqa: E402
+
+MODES = {
+    "fp32": None,
+    "absmax int8": dict(bits=8),
+    "absmax int4": dict(bits=4),
+    "zero-point int4 (g64)": dict(bits=4, method="zeropoint", group_size=64),
+    "W8A8 (dynamic int8)": dict(bits=8, activations="dynamic_int8"),
+    "W8A8 + int8 output layer": dict(bits=8, activations="dynamic_int8", modules_to_not_convert=[]),
+}
+
+
+def quantized_copy(model: GLMForConditionalGeneration, options: dict | None) -> GLMForConditionalGeneration:
+    copy = GLMForConditionalGeneration(model.config).eval()
+    copy.load_state_dict(model.state_dict())
+    return copy if options is None else quantize(copy, GLMQuantizationConfig(**options))
+
+
+def linear_weight_bytes(model: torch.nn.Module) -> int:
+    total = 0
+    for module in model.modules():
+        if isinstance(module, QuantizedLinear):
+            total += sum(t.numel() * t.element_size() for t in (module.weight, module.weight_scale))
+            if module.weight_offset is not None:
+                total += module.weight_offset.numel() * module.weight_offset.element_size()
+        elif isinstance(module, torch.nn.Linear) and module is not getattr(model, "lm_head", None):
+            # the float output layer shares the embedding matrix, so it adds no weight bytes
+            total += module.weight.numel() * module.weight.element_size()
+    return total
+
+
+def decode_tokens_per_second(model: GLMForConditionalGeneration, batch: int, new_tokens: int) -> float:
+    prompt = torch.randint(10, 1000, (batch, 32))
+    prompt[:, -1] = model.config.gmask_token_id
+    options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    model.generate(prompt, **{**options, "max_new_tokens": 4, "min_new_tokens": 4})
+    start = time.perf_counter()
+    model.generate(prompt, **options)
+    return batch * new_tokens / (time.perf_counter() - start)
+
+
+def speed_table(args: argparse.Namespace) -> None:
+    config = GLMConfig(
+        vocab_size=50304,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64,
+        max_position_embeddings=512,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
+    torch.manual_seed(0)
+    base = GLMForConditionalGeneration(config).eval()
+    threads = torch.get_num_threads()
+    print(f"speed: {args.layers} layers x {args.hidden} hidden, vocab 50304, fp32 CPU, {threads} threads")
+    header = f"{'mode':<24}{'weight bytes':>14}{'vs fp32':>9}"
+    print(header + f"{'tok/s b1':>10}{'vs fp32':>9}{'tok/s b8':>10}{'vs fp32':>9}")
+    reference = None
+    for name, options in MODES.items():
+        model = quantized_copy(base, options)
+        size = linear_weight_bytes(model)
+        with torch.no_grad():
+            speeds = [decode_tokens_per_second(model, b, args.new_tokens) for b in (1, 8)]
+        reference = reference or (size, *speeds)
+        print(
+            f"{name:<24}{size:>14,}{size / reference[0]:>9.3f}{speeds[0]:>10.1f}{speeds[0] / reference[1]:>9.2f}"
+            f"{speeds[1]:>10.1f}{speeds[1] / reference[2]:>9.2f}"
+        )
+
+
+def answer_perplexity(model: GLMForConditionalGeneration, tokenizer: GLMTokenizer, facts: list) -> float:
+    rows = []
+    for fact in facts:
+        part_a = tokenizer(fact.text)["input_ids"]
+        spaced = " " + fact.answer if " [MASK]" in fact.text else fact.answer
+        span = tokenizer(spaced, add_special_tokens=False)["input_ids"]
+        ids = (tokenizer.mask_token_ids, tokenizer.sop_token_id, tokenizer.eop_token_id)
+        rows.append(infilling_example(part_a, [span], *ids))
+    total, count = 0.0, 0
+    for start in range(0, len(rows), 64):
+        batch = batch_infilling(rows[start : start + 64], tokenizer.pad_token_id)
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = model(**batch).logits
+        picked = labels != -100
+        total += torch.nn.functional.cross_entropy(logits[picked], labels[picked], reduction="sum").item()
+        count += int(picked.sum())
+    return math.exp(total / count)
+
+
+def quality_table(folder: str) -> None:
+    tokenizer = GLMTokenizer.from_pretrained(folder)
+    base = GLMForConditionalGeneration.from_pretrained(folder).eval()
+    _, held_out = corpus.split_facts()
+    print(f"\nquality: {folder}, {len(held_out)} held-out facts")
+    print(f"{'mode':<24}{'answer perplexity':>18}{'vs fp32':>9}{'exact match':>13}")
+    reference = None
+    for name, options in MODES.items():
+        if options and options.get("group_size") and base.config.hidden_size % options["group_size"]:
+            continue
+        model = quantized_copy(base, options)
+        perplexity = answer_perplexity(model, tokenizer, held_out)
+        fills = fill_blanks(model, tokenizer, [fact.text for fact in held_out])
+        exact = sum(f == fact.answer for f, fact in zip(fills, held_out, strict=True)) / len(held_out)
+        reference = reference or perplexity
+        print(f"{name:<24}{perplexity:>18.3f}{perplexity / reference:>9.3f}{exact:>13.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--demo-model", help="a glm-hf demo folder for the quality table")
+    args = parser.parse_args()
+    speed_table(args)
+    if args.demo_model:
+        quality_table(args.demo_model)
+
+
+if __name__ == "__main__":
+    main()
