@@ -170,3 +170,23 @@ def test_w8a8_uses_int8_kernels_and_stays_close_to_weight_only(tmp_path):
         assert torch.equal(reloaded(ids).logits, logits["w8a8"])
     with pytest.raises(ValueError, match="W8A8"):
         GLMQuantizationConfig(bits=4, activations="dynamic_int8")
+
+
+def test_chatglm_style_models_quantize_save_and_reload(tmp_path):
+    from glm_hf import GLMForConditionalGeneration
+    from glm_hf.quantization import GLMQuantizationConfig
+
+    model = tiny_model(
+        initializer_range=0.05, position_encoding="rotary_2d", layernorm_style="post_alpha", tie_word_embeddings=False
+    ).eval()
+    model.save_pretrained(tmp_path / "float")
+    config = GLMQuantizationConfig(bits=4, method="zeropoint", group_size=16, modules_to_not_convert=[])
+    quantized = GLMForConditionalGeneration.from_pretrained(tmp_path / "float", quantization_config=config).eval()
+    assert isinstance(quantized.lm_head, QuantizedLinear)
+    quantized.save_pretrained(tmp_path / "int4")
+    reloaded = GLMForConditionalGeneration.from_pretrained(tmp_path / "int4").eval()
+    ids = torch.tensor([[10, 11, 4, 12, 13]])
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, quantized(ids).logits)
+        relative = (quantized(ids).logits - model(ids).logits).abs().max() / model(ids).logits.abs().max()
+    assert relative < 0.15
