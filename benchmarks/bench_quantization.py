@@ -1,5 +1,6 @@
 """Weight-only and W8A8 quantization of GLM: weight bytes, decode speed, and quality, in one process.
 
+- Load memory: peak anonymous memory of `from_pretrained` in fp32 and quantizing while loading (Linux).
 - Speed: a random-weight GLM (default 12 layers x 768 hidden, vocab 50304) in fp32 and in every quantized mode;
   bytes of the quantized linear weights relative to fp32, and greedy decode tokens/s at batch 1 and 8 (128 new
   tokens) relative to fp32.
@@ -13,6 +14,9 @@
 import argparse
 import math
 import os
+import subprocess
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -131,14 +135,63 @@ def quality_table(folder: str) -> None:
         print(f"{name:<24}{perplexity:>18.3f}{perplexity / reference:>9.3f}{exact:>13.3f}")
 
 
+PEAK_MEMORY_PROBE = """
+import sys, threading, time, torch
+from glm_hf import GLMForConditionalGeneration, GLMQuantizationConfig
+def anonymous_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon"):
+            return int(line.split()[1]) / 1024
+peak, done = [0.0], threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], anonymous_mb())
+        time.sleep(0.005)
+base = anonymous_mb()
+sampler = threading.Thread(target=sample)
+sampler.start()
+bits = int(sys.argv[2])
+options = {"quantization_config": GLMQuantizationConfig(bits=bits)} if bits else {}
+model = GLMForConditionalGeneration.from_pretrained(sys.argv[1], **options)
+done.set()
+sampler.join()
+resident = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**20
+print(f"{peak[0] - base:.0f} {resident:.0f}")
+"""
+
+
+def memory_table(args: argparse.Namespace) -> None:
+    """Peak anonymous memory (RssAnon, sampled every 5 ms; the memory-mapped checkpoint's page cache excluded) of
+    `from_pretrained` in a fresh process, fp32 vs quantizing while loading."""
+    config = GLMConfig(
+        vocab_size=50304,
+        hidden_size=args.memory_hidden,
+        num_hidden_layers=args.memory_layers,
+        num_attention_heads=args.memory_hidden // 64,
+        max_position_embeddings=512,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        GLMForConditionalGeneration(config).save_pretrained(folder)
+        print(f"\nload memory: {args.memory_layers} layers x {args.memory_hidden} hidden (fresh process per row)")
+        print(f"{'load':<24}{'peak anonymous MB':>18}{'resident model MB':>19}")
+        for name, bits in (("fp32", 0), ("absmax int8 on load", 8), ("absmax int4 on load", 4)):
+            command = [sys.executable, "-c", PEAK_MEMORY_PROBE, folder, str(bits)]
+            result = subprocess.run(command, capture_output=True, text=True, check=True)
+            peak, resident = result.stdout.split()[-2:]
+            print(f"{name:<24}{peak:>18}{resident:>19}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--demo-model", help="a glm-hf demo folder for the quality table")
+    parser.add_argument("--memory-layers", type=int, default=24, help="model size for the load-memory table")
+    parser.add_argument("--memory-hidden", type=int, default=1024)
     args = parser.parse_args()
     speed_table(args)
+    memory_table(args)
     if args.demo_model:
         quality_table(args.demo_model)
 
