@@ -59,7 +59,7 @@ def linear_weight_bytes(model: torch.nn.Module) -> int:
 
 
 def decode_tokens_per_second(model: GLMForConditionalGeneration, batch: int, new_tokens: int) -> float:
-    prompt = torch.randint(10, 1000, (batch, 32))
+    prompt = torch.randint(10, min(1000, model.config.vocab_size), (batch, 32))
     prompt[:, -1] = model.config.gmask_token_id
     options = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     model.generate(prompt, **{**options, "max_new_tokens": 4, "min_new_tokens": 4})
@@ -68,20 +68,23 @@ def decode_tokens_per_second(model: GLMForConditionalGeneration, batch: int, new
     return batch * new_tokens / (time.perf_counter() - start)
 
 
-def speed_table(args: argparse.Namespace) -> None:
-    config = GLMConfig(
-        vocab_size=50304,
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.hidden // 64,
-        max_position_embeddings=512,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-    )
-    torch.manual_seed(0)
-    base = GLMForConditionalGeneration(config).eval()
+def speed_table(args: argparse.Namespace, base: GLMForConditionalGeneration | None = None, label: str = "") -> None:
+    """Weight bytes and decode speed per mode, for `base` or a random model of `--layers` x `--hidden`."""
+    if base is None:
+        config = GLMConfig(
+            vocab_size=50304,
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.hidden // 64,
+            max_position_embeddings=512,
+            hidden_dropout=0.0,
+            attention_dropout=0.0,
+        )
+        torch.manual_seed(0)
+        base = GLMForConditionalGeneration(config).eval()
+        label = f"{args.layers} layers x {args.hidden} hidden, vocab 50304"
     threads = torch.get_num_threads()
-    print(f"speed: {args.layers} layers x {args.hidden} hidden, vocab 50304, fp32 CPU, {threads} threads")
+    print(f"\nspeed: {label}, fp32 CPU, {threads} threads")
     header = f"{'mode':<24}{'weight bytes':>14}{'vs fp32':>9}"
     print(header + f"{'tok/s b1':>10}{'vs fp32':>9}{'tok/s b8':>10}{'vs fp32':>9}")
     reference = None
@@ -193,6 +196,8 @@ def main() -> None:
     speed_table(args)
     memory_table(args)
     if args.demo_model:
+        demo = GLMForConditionalGeneration.from_pretrained(args.demo_model).eval()
+        speed_table(args, demo, f"the demo model {args.demo_model}")
         quality_table(args.demo_model)
 
 
