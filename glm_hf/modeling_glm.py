@@ -646,8 +646,8 @@ class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Appends `[gMASK]` when no prompt of the batch has a blank or a started span: plain text is continued
         left to right (what `pipeline("text-generation")` users expect). A batch mixing both raises later."""
-        special = [*self.config.blank_token_ids, self.config.sop_token_id]
-        if self.config.gmask_token_id is None or torch.isin(input_ids, torch.tensor(special)).any():
+        special = torch.tensor([*self.config.blank_token_ids, self.config.sop_token_id], device=input_ids.device)
+        if self.config.gmask_token_id is None or torch.isin(input_ids, special).any():
             return input_ids, attention_mask
         gmask = torch.full_like(input_ids[:, :1], self.config.gmask_token_id)
         if attention_mask is not None:
