@@ -176,11 +176,10 @@ def run_convert(args: argparse.Namespace) -> None:
 
 def run_card(args: argparse.Namespace) -> None:
     """(Re)writes a model folder's README.md from its config, card_info.json and log_history.json."""
-    from .model_card import CARD_INFO_FILE, CardInfo, write_model_card
+    from .model_card import read_card_info, write_model_card
 
     folder = Path(args.model_dir)
-    info_file = folder / CARD_INFO_FILE
-    info = CardInfo(**json.loads(info_file.read_text(encoding="utf-8"))) if info_file.is_file() else CardInfo()
+    info = read_card_info(folder)
     for name in ("title", "license"):
         if getattr(args, name) is not None:
             setattr(info, name, getattr(args, name))
@@ -195,7 +194,7 @@ def run_card(args: argparse.Namespace) -> None:
 
 def run_quantize(args: argparse.Namespace) -> None:
     """Loads a GLM folder quantizing its linear layers, then saves the quantized model, tokenizer and card."""
-    from .model_card import CARD_INFO_FILE, CardInfo, write_model_card
+    from .model_card import read_card_info, write_model_card
     from .modeling_glm import GLMForConditionalGeneration
     from .quantization import GLMQuantizationConfig
 
@@ -214,8 +213,7 @@ def run_quantize(args: argparse.Namespace) -> None:
     model.save_pretrained(destination)
     if (source / "tokenizer_config.json").is_file():
         GLMTokenizer.from_pretrained(source).save_pretrained(destination)
-    info_file = source / CARD_INFO_FILE
-    info = CardInfo(**json.loads(info_file.read_text(encoding="utf-8"))) if info_file.is_file() else CardInfo()
+    info = read_card_info(source)
     info.title = f"{info.title} (int{args.bits} {args.method})"
     info.base_model = str(source)
     write_model_card(destination, info, model.num_parameters())

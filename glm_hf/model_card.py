@@ -108,6 +108,12 @@ def build_model_card(
     )
 
 
+def read_card_info(folder: str | Path) -> CardInfo:
+    """The folder's `card_info.json`, or the defaults when it has none."""
+    info_file = Path(folder) / CARD_INFO_FILE
+    return CardInfo(**json.loads(info_file.read_text(encoding="utf-8"))) if info_file.is_file() else CardInfo()
+
+
 def write_model_card(
     folder: str | Path, info: CardInfo | None = None, parameters: int | None = None, save_info: bool = True
 ) -> Path:
@@ -118,8 +124,7 @@ def write_model_card(
         raise FileNotFoundError(f"{folder} has no config.json; point to a saved GLM model folder.")
     config = GLMConfig.from_pretrained(folder)
     if info is None:
-        info_file = folder / CARD_INFO_FILE
-        info = CardInfo(**json.loads(info_file.read_text(encoding="utf-8"))) if info_file.is_file() else CardInfo()
+        info = read_card_info(folder)
     if not info.training and (folder / LOG_HISTORY_FILE).is_file():
         info.training = _training_from_log(json.loads((folder / LOG_HISTORY_FILE).read_text(encoding="utf-8")))
     if save_info:
@@ -138,4 +143,4 @@ def _training_from_log(log_history: list[dict]) -> str:
     )
 
 
-__all__ = ["CardInfo", "build_model_card", "variant_description", "write_model_card"]
+__all__ = ["CardInfo", "build_model_card", "read_card_info", "variant_description", "write_model_card"]

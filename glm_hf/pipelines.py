@@ -12,6 +12,8 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .modeling_glm import choice_scores
+
 DEFAULT_MAX_NEW_TOKENS = 32
 
 
@@ -88,9 +90,10 @@ class FillBlankPipeline(_GLMPipeline):
 
 
 class ClozeClassificationPipeline(_GLMPipeline):
-    """`(text, candidate_labels)` → `{"sequence", "labels", "scores"}`: each label is scored by the mean
-    log-probability of generating it into the text's first blank (with `pattern`, e.g. "{text} It was [MASK].",
-    a text without a blank is put into the pattern first); scores are softmax-normalised over the labels."""
+    """`(text, candidate_labels)` → `{"sequence", "labels", "scores"}`: each label is scored by the log-probability
+    of generating it into the text's first blank (mean over its tokens, or their sum: `config.choice_scoring`);
+    with `pattern`, e.g. "{text} It was [MASK].", a text without a blank is put into the pattern first. Scores are
+    softmax-normalised over the labels; all labels share one forward pass."""
 
     def _sanitize_parameters(self, candidate_labels=None, pattern=None, **kwargs):
         if kwargs:
@@ -122,15 +125,11 @@ class ClozeClassificationPipeline(_GLMPipeline):
 
     def _forward(self, model_inputs: dict) -> dict:
         names = ("input_ids", "position_ids", "attention_mask")
-        logits = self.model(**{name: model_inputs[name] for name in names}).logits[0].float()
-        picked = model_inputs["choice_index"][0] >= 0
-        token_scores = logits[picked].log_softmax(-1).gather(-1, model_inputs["choice_labels"][0, picked][:, None])
-        index = model_inputs["choice_index"][0, picked]
+        hidden = self.model.glm(**{name: model_inputs[name] for name in names}).last_hidden_state
+        labels, index = model_inputs["choice_labels"], model_inputs["choice_index"]
         count = len(model_inputs["candidate_labels"])
-        sums = token_scores.new_zeros(count).index_add(0, index, token_scores[:, 0])
-        lengths = token_scores.new_zeros(count).index_add(0, index, torch.ones_like(token_scores[:, 0]))
         return {
-            "scores": sums / lengths,
+            "scores": choice_scores(self.model.lm_head, hidden, labels, index, count, self.model.config)[0],
             "sequence": model_inputs["sequence"],
             "candidate_labels": model_inputs["candidate_labels"],
         }
