@@ -60,6 +60,24 @@ CHATGLM_CONFIG = {
 }
 
 
+def layer_shapes(prefix: str, hidden: int, inner: int) -> dict[str, tuple[int, ...]]:
+    """One THUDM transformer layer's keys and shapes (GLM and ChatGLM-6B name them alike)."""
+    return {
+        f"{prefix}.input_layernorm.weight": (hidden,),
+        f"{prefix}.input_layernorm.bias": (hidden,),
+        f"{prefix}.attention.query_key_value.weight": (3 * hidden, hidden),
+        f"{prefix}.attention.query_key_value.bias": (3 * hidden,),
+        f"{prefix}.attention.dense.weight": (hidden, hidden),
+        f"{prefix}.attention.dense.bias": (hidden,),
+        f"{prefix}.post_attention_layernorm.weight": (hidden,),
+        f"{prefix}.post_attention_layernorm.bias": (hidden,),
+        f"{prefix}.mlp.dense_h_to_4h.weight": (inner, hidden),
+        f"{prefix}.mlp.dense_h_to_4h.bias": (inner,),
+        f"{prefix}.mlp.dense_4h_to_h.weight": (hidden, inner),
+        f"{prefix}.mlp.dense_4h_to_h.bias": (hidden,),
+    }
+
+
 def glm_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     """A random state dict with THUDM GLM's keys and shapes."""
     g = torch.Generator().manual_seed(seed)
@@ -72,21 +90,7 @@ def glm_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
         "transformer.final_layernorm.bias": (h,),
     }
     for i in range(config["num_layers"]):
-        p = f"transformer.layers.{i}"
-        shapes |= {
-            f"{p}.input_layernorm.weight": (h,),
-            f"{p}.input_layernorm.bias": (h,),
-            f"{p}.attention.query_key_value.weight": (3 * h, h),
-            f"{p}.attention.query_key_value.bias": (3 * h,),
-            f"{p}.attention.dense.weight": (h, h),
-            f"{p}.attention.dense.bias": (h,),
-            f"{p}.post_attention_layernorm.weight": (h,),
-            f"{p}.post_attention_layernorm.bias": (h,),
-            f"{p}.mlp.dense_h_to_4h.weight": (4 * h, h),
-            f"{p}.mlp.dense_h_to_4h.bias": (4 * h,),
-            f"{p}.mlp.dense_4h_to_h.weight": (h, 4 * h),
-            f"{p}.mlp.dense_4h_to_h.bias": (h,),
-        }
+        shapes |= layer_shapes(f"transformer.layers.{i}", h, 4 * h)
     return {key: _random(shape, key, g) for key, shape in shapes.items()}
 
 
@@ -102,21 +106,7 @@ def chatglm_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
         "lm_head.weight": (config["vocab_size"], h),
     }
     for i in range(config["num_layers"]):
-        p = f"transformer.layers.{i}"
-        shapes |= {
-            f"{p}.input_layernorm.weight": (h,),
-            f"{p}.input_layernorm.bias": (h,),
-            f"{p}.attention.query_key_value.weight": (3 * h, h),
-            f"{p}.attention.query_key_value.bias": (3 * h,),
-            f"{p}.attention.dense.weight": (h, h),
-            f"{p}.attention.dense.bias": (h,),
-            f"{p}.post_attention_layernorm.weight": (h,),
-            f"{p}.post_attention_layernorm.bias": (h,),
-            f"{p}.mlp.dense_h_to_4h.weight": (inner, h),
-            f"{p}.mlp.dense_h_to_4h.bias": (inner,),
-            f"{p}.mlp.dense_4h_to_h.weight": (h, inner),
-            f"{p}.mlp.dense_4h_to_h.bias": (h,),
-        }
+        shapes |= layer_shapes(f"transformer.layers.{i}", h, inner)
     state = {key: _random(shape, key, g) for key, shape in shapes.items()}
     for i in range(config["num_layers"]):
         state[f"transformer.layers.{i}.attention.rotary_emb.inv_freq"] = torch.rand(d // 4, generator=g).half()
