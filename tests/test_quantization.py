@@ -172,6 +172,17 @@ def test_w8a8_uses_int8_kernels_and_stays_close_to_weight_only(tmp_path):
         GLMQuantizationConfig(bits=4, activations="dynamic_int8")
 
 
+def test_gpu_int8_kernel_computes_the_same_product_as_dequantizing():
+    """The GPU path calls `torch._weight_int8pack_mm`, which also runs on CPU: same codes, scales and bias layout."""
+    torch.manual_seed(0)
+    layer = QuantizedLinear.from_linear(torch.nn.Linear(64, 48), QuantizationSpec(8))
+    x = torch.randn(2, 3, 64)
+    fallback = torch.nn.functional.linear(x, dequantize_weight(layer.quantized_weight()), layer.bias)
+    torch.testing.assert_close(layer._weight_int8_mm(x), fallback, rtol=1e-5, atol=1e-5)
+    assert layer._rowwise_int8()
+    assert not QuantizedLinear.from_linear(torch.nn.Linear(64, 48), QuantizationSpec(8, "absmax", 16))._rowwise_int8()
+
+
 def test_chatglm_style_models_quantize_save_and_reload(tmp_path):
     from glm_hf import GLMForConditionalGeneration
     from glm_hf.quantization import GLMQuantizationConfig
