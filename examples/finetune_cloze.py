@@ -12,11 +12,13 @@ after fine-tuning next to the majority baseline.
 import argparse
 import random
 
+import torch
 from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
+    EvalPrediction,
     Trainer,
     TrainingArguments,
 )
@@ -43,9 +45,8 @@ def true_or_false(facts: list[corpus.Fact], seed: int) -> Dataset:
     return Dataset.from_dict({"text": texts, "label": labels})
 
 
-def accuracy(trainer: Trainer, data: Dataset) -> float:
-    prediction = trainer.predict(data)
-    return float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())
+def accuracy(prediction: EvalPrediction) -> dict[str, float]:
+    return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--base", default="glm-demo", help="a pretrained GLM folder (e.g. from glm-hf demo)")
     parser.add_argument("--output", default="glm-cloze")
     parser.add_argument("--max-steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32, help="per process; the global batch is this x processes")
     parser.add_argument("--train-facts", type=int, default=None, help="use the first N training facts (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -68,30 +70,35 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     training = TrainingArguments(
         output_dir=args.output,
         max_steps=args.max_steps,
-        per_device_train_batch_size=32,
+        per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=64,
         learning_rate=1e-3,
+        use_cpu=not torch.cuda.is_available(),  # on CPU, also what makes torchrun use gloo data parallel
         warmup_steps=args.max_steps // 10,
         report_to=[],
         save_strategy="no",
         logging_steps=max(1, args.max_steps // 10),
         seed=args.seed,
+        eval_on_start=True,  # the "before" score, taken inside train() so that data parallel stays wrapped
     )
     trainer = Trainer(
         model=model,
         args=training,
         train_dataset=train.remove_columns("text"),
+        eval_dataset=test.remove_columns("text"),
         data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=accuracy,
     )
-    test = test.remove_columns("text")
-    before = accuracy(trainer, test)
     trainer.train()
-    after = accuracy(trainer, test)
+    before = next(entry for entry in trainer.state.log_history if "eval_accuracy" in entry)["eval_accuracy"]
+    after = trainer.evaluate()["eval_accuracy"]
     majority = max(sum(test["label"]), len(test) - sum(test["label"])) / len(test)
-    trainer.save_model(args.output)
-    tokenizer.save_pretrained(args.output)
-    print(f"held-out true/false facts: {len(test)}")
-    print(f"accuracy before fine-tuning {before:.3f}, after {after:.3f}, majority baseline {majority:.3f}")
+    trainer.save_model(args.output)  # also saves the tokenizer; on the main process only when distributed
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        print(f"held-out true/false facts: {len(test)}")
+        print(f"accuracy before fine-tuning {before:.3f}, after {after:.3f}, majority baseline {majority:.3f}")
     return {"before": before, "after": after, "majority": majority}
 
 

@@ -10,7 +10,7 @@ adapter is saved alone (a few hundred KB) and reloaded onto the base model with 
 
 import argparse
 
-from finetune_seq2seq import translation_trainer
+from finetune_seq2seq import scores_before_training, translation_trainer
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--base", default="glm-demo", help="a pretrained GLM folder (e.g. from glm-hf demo)")
     parser.add_argument("--output", default="glm-translate-lora")
     parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=32, help="per process")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--eval-pairs", type=int, default=None, help="evaluate on the first N test pairs")
     parser.add_argument("--seed", type=int, default=0)
@@ -36,17 +37,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     total = sum(p.numel() for p in model.parameters())
     trainer = translation_trainer(model, tokenizer, args, learning_rate=5e-3, activation_checkpointing=True)
     test = trainer.eval_dataset
-    before = trainer.evaluate()
     trainer.train()
-    after = trainer.evaluate()
-    model.save_pretrained(args.output)
+    before, after = scores_before_training(trainer), trainer.evaluate()
+    if trainer.is_world_process_zero():
+        model.save_pretrained(args.output)
+    trainer.accelerator.wait_for_everyone()
     reloaded = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(args.base), args.output)
     trainer.model = reloaded.eval()
     reloaded_scores = trainer.evaluate()
-    print(f"trainable parameters: {trainable:,} of {total:,} ({trainable / total:.1%})")
-    print(f"held-out translations: {len(test)}")
-    print(f"exact_match: before {before['eval_exact_match']:.3f}, after {after['eval_exact_match']:.3f}")
-    print(f"reloaded adapter: exact_match {reloaded_scores['eval_exact_match']:.3f}")
+    if trainer.is_world_process_zero():
+        print(f"trainable parameters: {trainable:,} of {total:,} ({trainable / total:.1%})")
+        print(f"held-out translations: {len(test)}")
+        print(f"exact_match: before {before['eval_exact_match']:.3f}, after {after['eval_exact_match']:.3f}")
+        print(f"reloaded adapter: exact_match {reloaded_scores['eval_exact_match']:.3f}")
     return {
         "before": before["eval_exact_match"],
         "after": after["eval_exact_match"],

@@ -131,7 +131,9 @@ def run_pretrain(args: argparse.Namespace) -> None:
         )
     except ValueError as error:
         raise SystemExit(f"glm-hf pretrain: {error}") from error
-    trainer.model.save_pretrained(args.output)
+    trainer.save_model(args.output)  # gathers sharded (FSDP) weights; writes on the main process only
+    if not trainer.is_world_process_zero():
+        return
     tokenizer.save_pretrained(args.output)
     options = {name: value for name, value in vars(args).items() if name != "handler"}
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -260,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--position-encoding", choices=("learned_2d", "rotary_2d"), default="learned_2d")
     pretrain.add_argument("--row-length", type=int, default=256, help="tokens per packed training row")
     pretrain.add_argument("--max-steps", type=int, default=1000)
-    pretrain.add_argument("--batch-size", type=int, default=16)
+    pretrain.add_argument(
+        "--batch-size", type=int, default=16, help="rows per step and process (the global batch is this x processes)"
+    )
     pretrain.add_argument("--learning-rate", type=float, default=1e-3)
     pretrain.add_argument(
         "--objective-probs", type=float, nargs=3, default=(0.6, 0.2, 0.2), metavar=("TOKEN", "SENTENCE", "DOCUMENT")

@@ -63,7 +63,8 @@ def pretraining_arguments(
     progress_bar: bool = True,
 ) -> TrainingArguments:
     """`TrainingArguments` for pretraining from scratch: AdamW with 10% warmup into a cosine decay, about 40 loss
-    log points for the curve, no checkpoints, the GPU when there is one."""
+    log points for the curve, no checkpoints, the GPU when there is one (on CPU, torchrun and `accelerate launch`
+    run data parallel over gloo)."""
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=max_steps,
@@ -79,6 +80,7 @@ def pretraining_arguments(
         seed=seed,
         dataloader_drop_last=True,
         disable_tqdm=not progress_bar,
+        ddp_find_unused_parameters=False,  # every GLM parameter takes part in each step
     )
 
 
@@ -99,6 +101,7 @@ def pretrain(
 ) -> Trainer:
     """Trains a freshly initialised GLM of `config` on `texts[text_column]` with blank infilling: the texts are
     packed into rows of `row_length` tokens and `DataCollatorForBlankInfilling(**collator_options)` lays them out.
+    Runs unchanged under `torchrun`/`accelerate launch` (data parallel; `batch_size` is per process).
     Returns the `Trainer` (its `model` is trained, `state.log_history` holds the losses); nothing is saved."""
     if len(tokenizer) > config.vocab_size:
         raise ValueError(
@@ -114,8 +117,12 @@ def pretrain(
     rows = packed_dataset(texts, tokenizer, row_length, text_column)
     if len(rows) < batch_size:
         raise ValueError(f"the texts pack into {len(rows)} rows, fewer than one batch of {batch_size}.")
-    collator = DataCollatorForBlankInfilling(tokenizer, max_length=2 * row_length, seed=seed, **collator_options)
     args = pretraining_arguments(output_dir, max_steps, batch_size, learning_rate, seed, progress_bar)
+    # Each data-parallel process draws its own blanks: the same seed everywhere would give every rank's i-th row
+    # the same span pattern.
+    collator = DataCollatorForBlankInfilling(
+        tokenizer, max_length=2 * row_length, seed=seed + args.process_index, **collator_options
+    )
     trainer = Trainer(model=GLMForConditionalGeneration(config), args=args, train_dataset=rows, data_collator=collator)
     trainer.train()
     return trainer

@@ -1,0 +1,91 @@
+"""Data parallel: the fine-tuning example and `glm-hf pretrain` run unchanged on 2 CPU processes (torchrun and
+`accelerate launch`, gloo), and 2 processes match 1 process with the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from launch import free_port, torchrun
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from glm_hf import GLMConfig, GLMForConditionalGeneration, corpus
+from glm_hf.demo import load_demo_tokenizer
+from glm_hf.pretraining import packed_dataset
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A tiny GLM on the demo tokenizer, without dropout so that runs are deterministic."""
+    tokenizer = load_demo_tokenizer()
+    torch.manual_seed(0)
+    config = GLMConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=160,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
+    folder = tmp_path_factory.mktemp("base")
+    GLMForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def training_losses(folder: Path) -> list[float]:
+    history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+    return [entry["loss"] for entry in history if "loss" in entry]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(base, tmp_path):
+    import finetune_seq2seq
+
+    options = ["--base", str(base), "--max-steps", "3", "--eval-pairs", "4"]
+    torchrun(EXAMPLES / "finetune_seq2seq.py", *options, "--output", str(tmp_path / "ddp"), "--batch-size", "4")
+    finetune_seq2seq.main([*options, "--output", str(tmp_path / "single"), "--batch-size", "8"])
+
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    assert len(training_losses(ddp)) == 3
+    assert training_losses(ddp) == pytest.approx(training_losses(single), rel=1e-5)
+    trained, reference, initial = (load_file(folder / "model.safetensors") for folder in (ddp, single, base))
+    for name, weight in reference.items():
+        torch.testing.assert_close(trained[name], weight, rtol=0, atol=2e-5, msg=name)
+    # Three AdamW steps at lr 1e-3 move the weights by ~1e-3: far more than the tolerance above.
+    assert max((reference[name] - initial[name]).abs().max() for name in reference) > 5e-4
+    assert (ddp / "tokenizer.json").is_file()
+
+
+def test_pretrain_command_runs_under_accelerate_launch(tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(corpus.documents()[:300]), encoding="utf-8")
+    output = tmp_path / "pretrained"
+    command = [
+        *(sys.executable, "-m", "accelerate.commands.launch"),
+        *("--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port())),
+        *("--mixed_precision", "no", "--dynamo_backend", "no"),
+        *("-m", "glm_hf.cli", "pretrain", "--train-file", str(texts), "--output", str(output)),
+        *("--max-steps", "2", "--batch-size", "4", "--row-length", "32", "--vocab-size", "300"),
+        *("--hidden-size", "32", "--num-layers", "1", "--num-heads", "2"),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    steps = [entry for entry in json.loads((output / "log_history.json").read_text()) if "loss" in entry]
+    assert len(steps) == 2 and all(entry["loss"] > 0 for entry in steps)
+    # An epoch is len(train dataloader) steps; with 2 processes of 4 rows a step covers 8 of the packed rows.
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    rows = len(packed_dataset(Dataset.from_dict({"text": texts.read_text().splitlines()}), tokenizer, 32, "text"))
+    assert 1 / steps[0]["epoch"] == pytest.approx(rows / 8, abs=1)
+    assert result.stdout.count("saved model, tokenizer") == 1
+    assert GLMForConditionalGeneration.from_pretrained(output).config.hidden_size == 32
