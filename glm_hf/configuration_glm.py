@@ -70,6 +70,29 @@ class GLMConfig(PreTrainedConfig):
 
     model_type = "glm_hf"
     keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
+    # Tensor parallelism (`from_pretrained(..., tp_plan="auto")`): Megatron-style, one all-reduce per sub-layer. The
+    # fused query/key/value rows are laid out per head, so a contiguous column split gives each rank whole heads
+    # (num_attention_heads must divide by the TP size). The word embedding is split by vocabulary rows, matching the
+    # heads' column-split (and possibly tied) LM head; position tables and LayerNorms stay replicated. With use_glu,
+    # `GLMModel.init_parallel_plans` swaps the up-projection's style for one that splits its [value | gate] halves
+    # alike (`modeling_glm.GLUColwiseParallel`): a plain column split would separate values from their gates.
+    base_model_tp_plan: ClassVar[dict[str, str]] = {
+        "word_embeddings": "embedding_rowwise",
+        "layers.*.attention.query_key_value": "colwise",
+        "layers.*.attention.dense": "rowwise",
+        "layers.*.mlp.dense_h_to_4h": "colwise",
+        "layers.*.mlp.dense_4h_to_h": "rowwise",
+    }
+    # Pipeline parallelism: what each top-level piece of `GLMModel` takes and returns, in `GLMModel.forward`'s names.
+    # Every layer needs the hidden states, the boolean "may attend" mask and the rotary (cos, sin) tables (None for
+    # learned 2D positions, which the embedding stage adds), so a stage boundary carries the hidden states plus the
+    # compact inputs those two are rebuilt from: the Part A lengths and the 2D position ids (see
+    # examples/distributed/pipeline_parallel.py).
+    base_model_pp_plan: ClassVar[dict[str, tuple[list[str], list[str]]]] = {
+        "word_embeddings": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask", "rotary"], ["hidden_states"]),
+        "final_layernorm": (["hidden_states"], ["hidden_states"]),
+    }
 
     vocab_size: int = 50304
     hidden_size: int = 1024

@@ -1,0 +1,34 @@
+"""FSDP2 (torch `fully_shard` per GLMBlock) on 2 CPU processes follows the 1-process run with the same global batch."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from launch import torchrun
+from safetensors.torch import load_file
+from test_data_parallel import base  # noqa: F401  (the shared tiny base-model fixture)
+
+DISTRIBUTED = Path(__file__).resolve().parents[1] / "examples" / "distributed"
+sys.path.insert(0, str(DISTRIBUTED))
+
+
+def test_fsdp2_on_two_processes_matches_one_process(base, tmp_path):  # noqa: F811
+    import fsdp2_train
+
+    options = ["--base", str(base), "--steps", "3", "--global-batch", "8", "--row-length", "32"]
+    result = torchrun(DISTRIBUTED / "fsdp2_train.py", *options, "--output", str(tmp_path / "fsdp"))
+    single_losses = fsdp2_train.main([*options, "--output", str(tmp_path / "single")])
+
+    held, total = (int(n.replace(",", "")) for n in re.search(r"holds ([\d,]+) of ([\d,]+)", result.stdout).groups())
+    assert held < 0.6 * total  # sharded: each process keeps about half of the parameters
+    fsdp_losses = json.loads((tmp_path / "fsdp" / "losses.json").read_text())
+    assert fsdp_losses == pytest.approx(single_losses, rel=1e-5)
+    sharded, single, initial = (
+        load_file(path / "model.safetensors") for path in (tmp_path / "fsdp", tmp_path / "single", base)
+    )
+    for name, weight in single.items():
+        torch.testing.assert_close(sharded[name], weight, rtol=0, atol=2e-5, msg=name)
+    assert max((single[name] - initial[name]).abs().max() for name in single) > 5e-4
