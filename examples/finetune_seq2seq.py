@@ -8,6 +8,7 @@ never saw. Prints exact match and character F1 before and after fine-tuning.
     glm-hf demo --output glm-demo          # the pretrained starting point
     python examples/finetune_seq2seq.py --base glm-demo --output glm-translate
     torchrun --nproc-per-node 2 examples/finetune_seq2seq.py --batch-size 16   # data parallel, same global batch
+    torchrun --nproc-per-node 2 examples/finetune_seq2seq.py --batch-size 16 --deepspeed examples/distributed/ds_zero2.json
 """
 
 import argparse
@@ -86,11 +87,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch-size", type=int, default=32, help="per process; the global batch is this x processes")
     parser.add_argument("--eval-pairs", type=int, default=None, help="evaluate on the first N test pairs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--deepspeed", help="a DeepSpeed config, e.g. examples/distributed/ds_zero2.json")
     args = parser.parse_args(argv)
 
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     model = AutoModelForSeq2SeqLM.from_pretrained(args.base)
-    trainer = translation_trainer(model, tokenizer, args, learning_rate=1e-3)
+    trainer = translation_trainer(model, tokenizer, args, learning_rate=1e-3, deepspeed=args.deepspeed)
     train, test = trainer.train_dataset, trainer.eval_dataset
     trainer.train()
     before, after = scores_before_training(trainer), trainer.evaluate()

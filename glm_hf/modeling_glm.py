@@ -378,10 +378,12 @@ class GLMPreTrainedModel(PreTrainedModel):
 
         `x @ W.T` then reads W along its longer side, which CPU BLAS runs markedly faster (measured on the
         project's CPU: about 11% faster decoding and 7% faster training steps). Shapes, values and saved
-        checkpoints are unchanged; only the memory layout differs. Not done in a distributed process (FSDP2 and
-        tensor-parallel sharding need row-major parameters) and undone when the weights leave the CPU (`_apply`).
+        checkpoints are unchanged; only the memory layout differs. Not done in a process of a distributed job
+        (FSDP2, DeepSpeed and tensor-parallel sharding need row-major parameters; launchers set WORLD_SIZE before
+        the process group exists) and undone when the weights leave the CPU (`_apply`).
         """
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if launched or (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
         for linear in self._widening_linears():
             if linear.weight.device.type == "cpu" and linear.weight.is_contiguous():

@@ -13,10 +13,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(script: Path | str, *args: str, nprocs: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Runs `torchrun --nproc-per-node nprocs script args` offline with one thread per process; raises with the
-    processes' output if the job fails."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+def torchrun(
+    script: Path | str, *args: str, nprocs: int = 2, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs `torchrun --nproc-per-node nprocs script args` offline with one thread per process (plus `env`); raises
+    with the processes' output if the job fails."""
+    offline = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, **offline, **(env or {})}
     command = [
         sys.executable,
         "-m",

@@ -337,11 +337,14 @@ def test_widening_cpu_weights_are_column_major_after_init_and_load(tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
-def test_widening_weights_are_row_major_off_the_cpu_and_in_distributed_processes(tmp_path):
-    """FSDP2 and tensor-parallel sharding refuse column-major parameters, and GPU kernels expect row-major ones."""
+def test_widening_weights_are_row_major_off_the_cpu_and_in_distributed_processes(tmp_path, monkeypatch):
+    """FSDP2, DeepSpeed and tensor-parallel sharding refuse column-major parameters; GPU kernels expect row-major."""
     qkv = lambda model: model.glm.layers[0].attention.query_key_value.weight  # noqa: E731
     assert not qkv(tiny_model()).is_contiguous()
     assert qkv(tiny_model().to("meta")).is_contiguous()
+    with monkeypatch.context() as launched:  # torchrun / accelerate / deepspeed set it before any process group
+        launched.setenv("WORLD_SIZE", "2")
+        assert qkv(tiny_model()).is_contiguous()
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         assert qkv(tiny_model()).is_contiguous()
