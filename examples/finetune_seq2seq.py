@@ -8,7 +8,7 @@ never saw. Prints exact match and character F1 before and after fine-tuning.
     glm-hf demo --output glm-demo          # the pretrained starting point
     python examples/finetune_seq2seq.py --base glm-demo --output glm-translate
     torchrun --nproc-per-node 2 examples/finetune_seq2seq.py --batch-size 16   # data parallel, same global batch
-    torchrun --nproc-per-node 2 examples/finetune_seq2seq.py --batch-size 16 --deepspeed examples/distributed/ds_zero2.json
+    torchrun --nproc-per-node 2 examples/finetune_seq2seq.py --deepspeed examples/distributed/ds_zero2.json
 """
 
 import argparse
