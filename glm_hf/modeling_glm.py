@@ -471,28 +471,32 @@ class GLMModel(GLMPreTrainedModel):
                     f"{int(input_ids.min())} to {int(input_ids.max())}. Was the tokenizer made for this model?"
                 )
             inputs_embeds = self.word_embeddings(input_ids)
-        if self.config.embedding_grad_shrink < 1.0:
-            shrink = self.config.embedding_grad_shrink
-            inputs_embeds = inputs_embeds * shrink + inputs_embeds.detach() * (1.0 - shrink)
-
         mask = self._resolve_attention_mask(input_ids, attention_mask, inputs_embeds, past_key_values, past_length)
         position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
-
-        hidden_states = inputs_embeds
-        rotary = None
-        if self.config.position_encoding == "learned_2d":
-            hidden_states = hidden_states + self.position_embeddings(position_ids[:, 0])
-            hidden_states = hidden_states + self.block_position_embeddings(position_ids[:, 1])
-        else:
-            rotary = self.rotary(position_ids, hidden_states.dtype)
-        hidden_states = self.embedding_dropout(hidden_states)
-
+        hidden_states, rotary = self.embed(inputs_embeds, position_ids)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states, attention_mask=mask, rotary=rotary, past_key_values=past_key_values, **kwargs
             )
         hidden_states = self.final_layernorm(hidden_states)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+
+    def embed(
+        self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The first layer's input and the rotary tables, from token embeddings and `[batch, 2, seq]` positions:
+        GLM-130B's embedding gradient shrink, then the learned 2D position tables (rotary tables None) or the 2D
+        rotary tables, then dropout. Shared with pipeline stages, which run the model in pieces."""
+        shrink = self.config.embedding_grad_shrink
+        if shrink < 1.0:
+            inputs_embeds = inputs_embeds * shrink + inputs_embeds.detach() * (1.0 - shrink)
+        rotary = None
+        if self.config.position_encoding == "learned_2d":
+            inputs_embeds = inputs_embeds + self.position_embeddings(position_ids[:, 0])
+            inputs_embeds = inputs_embeds + self.block_position_embeddings(position_ids[:, 1])
+        else:
+            rotary = self.rotary(position_ids, inputs_embeds.dtype)
+        return self.embedding_dropout(inputs_embeds), rotary
 
     def _resolve_position_ids(
         self,

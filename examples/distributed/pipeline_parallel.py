@@ -82,6 +82,7 @@ class GLMPipelineStage(nn.Module):
             if self.learned_positions:
                 self.position_embeddings = glm.position_embeddings
                 self.block_position_embeddings = glm.block_position_embeddings
+            self.embed = glm.embed  # GLMModel's own embedding step, over the modules registered just above
         if not self.learned_positions:
             self.rotary = glm.rotary
         self.layers = nn.ModuleList(glm.layers[start:end])
@@ -92,26 +93,18 @@ class GLMPipelineStage(nn.Module):
     def forward(
         self, inputs: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        hidden_states = self.embed(inputs, position_ids) if self.is_first else inputs
+        if self.is_first:
+            hidden_states, rotary = self.embed(self.word_embeddings(inputs), position_ids)
+        else:
+            hidden_states = inputs
+            rotary = None if self.learned_positions else self.rotary(position_ids, hidden_states.dtype)
         seq_len = hidden_states.shape[1]
         mask = build_attention_mask(attention_mask, seq_len, seq_len)
-        rotary = None if self.learned_positions else self.rotary(position_ids, hidden_states.dtype)
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask=mask, rotary=rotary)
         if self.is_last:
             return self.lm_head(self.final_layernorm(hidden_states))
         return hidden_states, attention_mask, position_ids
-
-    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings (with GLM-130B's gradient shrink) plus learned 2D positions, as `GLMModel` does."""
-        embeds = self.word_embeddings(input_ids)
-        shrink = self.config.embedding_grad_shrink
-        if shrink < 1.0:
-            embeds = embeds * shrink + embeds.detach() * (1.0 - shrink)
-        if self.learned_positions:
-            embeds = embeds + self.position_embeddings(position_ids[:, 0])
-            embeds = embeds + self.block_position_embeddings(position_ids[:, 1])
-        return self.embedding_dropout(embeds)
 
 
 def load_model(args: argparse.Namespace) -> tuple[GLMForConditionalGeneration, PreTrainedTokenizerBase]:
