@@ -40,3 +40,20 @@ def tiny_model(seed: int = 0, attn: str = "sdpa", **overrides) -> GLMForConditio
 def random_words(generator: torch.Generator, *shape: int) -> torch.Tensor:
     """Random ordinary token ids (never a special token)."""
     return torch.randint(9, 60, shape, generator=generator)
+
+
+@pytest.fixture(scope="session")
+def example_base(tmp_path_factory):
+    """A saved tiny GLM (1 layer, hidden 32) on the demo tokenizer, without dropout so that runs are deterministic:
+    the `--base` for runs of the examples."""
+    from glm_hf.demo import load_demo_tokenizer
+
+    tokenizer = load_demo_tokenizer()
+    torch.manual_seed(0)
+    config = tiny_config(
+        vocab_size=len(tokenizer), num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=160
+    )
+    folder = tmp_path_factory.mktemp("example_base")
+    GLMForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

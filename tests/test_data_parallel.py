@@ -14,32 +14,11 @@ from launch import free_port, torchrun
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration, corpus
-from glm_hf.demo import load_demo_tokenizer
+from glm_hf import GLMForConditionalGeneration, corpus
 from glm_hf.pretraining import packed_dataset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    """A tiny GLM on the demo tokenizer, without dropout so that runs are deterministic."""
-    tokenizer = load_demo_tokenizer()
-    torch.manual_seed(0)
-    config = GLMConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=160,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-    )
-    folder = tmp_path_factory.mktemp("base")
-    GLMForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def training_losses(folder: Path) -> list[float]:
@@ -51,12 +30,12 @@ FINETUNE = ["--max-steps", "3", "--eval-pairs", "4"]
 
 
 @pytest.fixture(scope="module")
-def single_process(base, tmp_path_factory) -> Path:
+def single_process(example_base, tmp_path_factory) -> Path:
     """The seq2seq example on 1 process with a batch of 8: the reference for the distributed runs."""
     import finetune_seq2seq
 
     output = tmp_path_factory.mktemp("single")
-    finetune_seq2seq.main(["--base", str(base), *FINETUNE, "--output", str(output), "--batch-size", "8"])
+    finetune_seq2seq.main(["--base", str(example_base), *FINETUNE, "--output", str(output), "--batch-size", "8"])
     return output
 
 
@@ -74,19 +53,19 @@ def assert_same_training(distributed: Path, single: Path, base: Path) -> None:
     assert (distributed / "tokenizer.json").is_file()
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch(base, single_process, tmp_path):
-    options = ["--base", str(base), *FINETUNE, "--output", str(tmp_path), "--batch-size", "4"]
+def test_two_processes_match_one_process_with_the_same_global_batch(example_base, single_process, tmp_path):
+    options = ["--base", str(example_base), *FINETUNE, "--output", str(tmp_path), "--batch-size", "4"]
     torchrun(EXAMPLES / "finetune_seq2seq.py", *options)
-    assert_same_training(tmp_path, single_process, base)
+    assert_same_training(tmp_path, single_process, example_base)
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_zero_on_two_cpu_processes_matches_one_process(base, single_process, tmp_path, stage):
+def test_deepspeed_zero_on_two_cpu_processes_matches_one_process(example_base, single_process, tmp_path, stage):
     pytest.importorskip("deepspeed")
     config = EXAMPLES / "distributed" / f"ds_zero{stage}.json"
-    options = ["--base", str(base), *FINETUNE, "--output", str(tmp_path), "--batch-size", "4", "--deepspeed"]
+    options = ["--base", str(example_base), *FINETUNE, "--output", str(tmp_path), "--batch-size", "4", "--deepspeed"]
     torchrun(EXAMPLES / "finetune_seq2seq.py", *options, str(config), env={"DS_ACCELERATOR": "cpu"})
-    assert_same_training(tmp_path, single_process, base)
+    assert_same_training(tmp_path, single_process, example_base)
 
 
 def test_pretrain_command_runs_under_accelerate_launch(tmp_path):

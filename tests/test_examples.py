@@ -4,29 +4,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-from glm_hf import GLMConfig, GLMForConditionalGeneration
-from glm_hf.demo import load_demo_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> str:
-    tokenizer = load_demo_tokenizer()
-    torch.manual_seed(0)
-    config = GLMConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=160,
-    )
-    folder = tmp_path_factory.mktemp("base")
-    GLMForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+@pytest.fixture
+def base(example_base) -> str:
+    return str(example_base)
 
 
 def test_finetune_cloze_reports_accuracy_against_the_majority(base, tmp_path, capsys):

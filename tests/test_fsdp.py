@@ -9,13 +9,13 @@ import pytest
 import torch
 from launch import torchrun
 from safetensors.torch import load_file
-from test_data_parallel import base  # noqa: F401  (the shared tiny base-model fixture)
 
 DISTRIBUTED = Path(__file__).resolve().parents[1] / "examples" / "distributed"
 sys.path.insert(0, str(DISTRIBUTED))
 
 
-def test_fsdp2_on_two_processes_matches_one_process(base, tmp_path):  # noqa: F811
+def test_fsdp2_on_two_processes_matches_one_process(example_base, tmp_path):
+    base = example_base
     import fsdp2_train
 
     options = ["--base", str(base), "--steps", "3", "--global-batch", "8", "--row-length", "32"]
