@@ -42,7 +42,7 @@ from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGP
 from torch.distributed.pipelining.schedules import PipelineScheduleSingle
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration
+from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMModel
 from glm_hf.blank_infilling import build_attention_mask
 from glm_hf.collator import DataCollatorForBlankInfilling
 from glm_hf.demo import demo_training_texts, load_demo_tokenizer
@@ -82,7 +82,6 @@ class GLMPipelineStage(nn.Module):
             if self.learned_positions:
                 self.position_embeddings = glm.position_embeddings
                 self.block_position_embeddings = glm.block_position_embeddings
-            self.embed = glm.embed  # GLMModel's own embedding step, over the modules registered just above
         if not self.learned_positions:
             self.rotary = glm.rotary
         self.layers = nn.ModuleList(glm.layers[start:end])
@@ -94,7 +93,9 @@ class GLMPipelineStage(nn.Module):
         self, inputs: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.is_first:
-            hidden_states, rotary = self.embed(self.word_embeddings(inputs), position_ids)
+            # GLMModel's own embedding step, run on this stage, which holds the same modules under the same names
+            # (a bound `glm.embed` would keep the whole model alive in every process).
+            hidden_states, rotary = GLMModel.embed(self, self.word_embeddings(inputs), position_ids)
         else:
             hidden_states = inputs
             rotary = None if self.learned_positions else self.rotary(position_ids, hidden_states.dtype)
