@@ -32,3 +32,18 @@ def test_fsdp2_on_two_processes_matches_one_process(example_base, tmp_path):
     for name, weight in single.items():
         torch.testing.assert_close(sharded[name], weight, rtol=0, atol=2e-5, msg=name)
     assert max((single[name] - initial[name]).abs().max() for name in single) > 5e-4
+
+
+def test_accelerate_fsdp2_config_wraps_glm_blocks():
+    """The GPU route (`accelerate launch --config_file examples/distributed/fsdp2.yaml`) cannot run on CPU, where
+    accelerate falls back to DDP; at least its wrap class must be GLM's shard unit and the version FSDP2."""
+    import yaml
+
+    from glm_hf import GLMForConditionalGeneration
+
+    config = yaml.safe_load((DISTRIBUTED / "fsdp2.yaml").read_text())
+    assert config["distributed_type"] == "FSDP"
+    fsdp = config["fsdp_config"]
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert fsdp["fsdp_transformer_layer_cls_to_wrap"] in GLMForConditionalGeneration._no_split_modules
+    assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # save_model writes an ordinary checkpoint
