@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 from datasets import Dataset
 from transformers import (
     AutoModelForMultipleChoice,
@@ -38,17 +39,7 @@ def tokenizer() -> GLMTokenizer:
 
 
 def config(tokenizer: GLMTokenizer, **extra) -> GLMConfig:
-    return GLMConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        initializer_range=0.3,
-        **extra,
-    )
+    return tiny_config(vocab_size=len(tokenizer), initializer_range=0.3, **extra)
 
 
 def manual_scores(lm: GLMForConditionalGeneration, batch: dict, row: int, scoring: str) -> torch.Tensor:

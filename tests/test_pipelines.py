@@ -4,9 +4,10 @@ from threading import Thread
 
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import TextIteratorStreamer, pipeline
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMForMultipleChoice, GLMTokenizer
+from glm_hf import GLMForConditionalGeneration, GLMForMultipleChoice, GLMTokenizer
 
 TEXTS = ["The capital of France is Paris.", "Tokyo is the capital of Japan.", "北京是中国的首都。"] * 30
 
@@ -19,14 +20,7 @@ def tokenizer() -> GLMTokenizer:
 @pytest.fixture(scope="module")
 def model(tokenizer) -> GLMForConditionalGeneration:
     torch.manual_seed(0)
-    config = GLMConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        initializer_range=0.3,
-    )
+    config = tiny_config(vocab_size=len(tokenizer), initializer_range=0.3)
     return GLMForConditionalGeneration(config).eval()
 
 

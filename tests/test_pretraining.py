@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_config
 from datasets import Dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,16 +28,7 @@ def tokenizer() -> GLMTokenizer:
 
 
 def small_config(tokenizer: GLMTokenizer, **overrides) -> GLMConfig:
-    values = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=64,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-    )
-    return GLMConfig(**{**values, **overrides})
+    return tiny_config(**{"vocab_size": len(tokenizer), "num_attention_heads": 2, **overrides})
 
 
 @settings(max_examples=200, deadline=None)

@@ -8,10 +8,11 @@ import sys
 from unittest import mock
 
 import torch
+from conftest import tiny_config
 from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoUrl
 from huggingface_hub.errors import EntryNotFoundError
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMTokenizer
+from glm_hf import GLMForConditionalGeneration, GLMTokenizer
 
 CLEAN_LOAD = """
 import sys
@@ -35,17 +36,27 @@ torch.save({"ids": batch["input_ids"], "logits": logits, "generated": generated,
 TEXTS = ["The capital of France is Paris.", "北京是中国的首都。", "Paris is in France, Tokyo in Japan."] * 30
 
 
+def load_in_clean_process(script: str, folder, tmp_path):
+    """Runs `script FOLDER OUT` in an isolated interpreter (`-I`, no PYTHONPATH, a fresh HF cache) and returns what
+    it saved to OUT with `torch.save`."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    out = tmp_path / "out.pt"
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(folder), str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return torch.load(out)
+
+
 def saved_model(folder) -> tuple[GLMForConditionalGeneration, GLMTokenizer]:
     tokenizer = GLMTokenizer.train_bpe(TEXTS, vocab_size=300)
     torch.manual_seed(0)
-    config = GLMConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        initializer_range=0.3,
-    )
+    config = tiny_config(vocab_size=len(tokenizer), initializer_range=0.3)
     model = GLMForConditionalGeneration(config).eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -57,17 +68,7 @@ def test_saved_folder_loads_without_glm_hf_and_gives_identical_outputs(tmp_path)
     model, tokenizer = saved_model(folder)
     expected_files = {"configuration_glm.py", "modeling_glm.py", "blank_infilling.py", "tokenization_glm.py"}
     assert expected_files <= {p.name for p in folder.iterdir()}
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", CLEAN_LOAD, str(folder), str(tmp_path / "out.pt")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    remote = torch.load(tmp_path / "out.pt")
+    remote = load_in_clean_process(CLEAN_LOAD, folder, tmp_path)
     batch = tokenizer(["The capital of France is [MASK].", "北京是[MASK]的首都。"], padding=True, return_tensors="pt")
     assert torch.equal(remote["ids"], batch["input_ids"])
     with torch.no_grad():
@@ -150,15 +151,6 @@ def test_quantized_folder_loads_without_glm_hf(tmp_path):
         tmp_path / "float", quantization_config=GLMQuantizationConfig(bits=4, method="zeropoint", group_size=16)
     ).eval()
     quantized.save_pretrained(tmp_path / "int4")
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", QUANTIZED_LOAD, str(tmp_path / "int4"), str(tmp_path / "out.pt")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    remote = load_in_clean_process(QUANTIZED_LOAD, tmp_path / "int4", tmp_path)
     with torch.no_grad():
-        assert torch.equal(torch.load(tmp_path / "out.pt"), quantized(torch.tensor([[10, 11, 4, 12]])).logits)
+        assert torch.equal(remote, quantized(torch.tensor([[10, 11, 4, 12]])).logits)

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from datasets import Dataset
 from transformers import EvalPrediction, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMTokenizer
+from glm_hf import GLMForConditionalGeneration, GLMTokenizer
 from glm_hf.seq2seq import DataCollatorForGLMSeq2Seq, Seq2SeqMetrics, token_f1
 
 PAIRS = [
@@ -31,15 +32,7 @@ def examples() -> list[dict]:
 
 def model_for(tokenizer: GLMTokenizer) -> GLMForConditionalGeneration:
     torch.manual_seed(0)
-    config = GLMConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-    )
+    config = tiny_config(vocab_size=len(tokenizer), hidden_size=64)
     return GLMForConditionalGeneration(config)
 
 
