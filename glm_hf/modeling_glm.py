@@ -590,20 +590,29 @@ class GLMModel(GLMPreTrainedModel):
         return build_attention_mask(sep, seq_len, key_length, padding, past_length)
 
 
-class GLMForConditionalGeneration(GLMPreTrainedModel, GenerationMixin):
-    """GLM with its language-modelling head: blank infilling, and left-to-right generation after `[gMASK]`.
-
-    Labels follow GLM's alignment: the logit at position i predicts `labels[i]` (no shift; -100 is ignored).
-    """
+class GLMWithVocabularyHead(GLMPreTrainedModel):
+    """A `GLMModel` plus the output layer onto the vocabulary (tied to the word embeddings unless
+    `config.tie_word_embeddings` is False): the shared body of every GLM head, which all score tokens."""
 
     _tied_weights_keys = {"lm_head.weight": "glm.word_embeddings.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
-    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: GLMConfig):
         super().__init__(config)
         self.glm = GLMModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+
+class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
+    """GLM with its language-modelling head: blank infilling, and left-to-right generation after `[gMASK]`.
+
+    Labels follow GLM's alignment: the logit at position i predicts `labels[i]` (no shift; -100 is ignored).
+    """
+
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
+    def __init__(self, config: GLMConfig):
+        super().__init__(config)
         self.loss_type = "ForMaskedLM"
         self.post_init()
         stop_ids = [i for i in (config.eop_token_id, config.eos_token_id) if i is not None]
@@ -746,7 +755,7 @@ def left_padded_part_a(
     return prompts.to(input_ids.device), padding.to(input_ids.device)
 
 
-class GLMForMultipleChoice(GLMPreTrainedModel):
+class GLMForMultipleChoice(GLMWithVocabularyHead):
     """Cloze multiple choice: each choice is scored by the log-probability of generating it into the blank
     (`config.choice_scoring`: mean over its tokens, or THUDM's sum), all choices of an example in one forward pass.
 
@@ -756,13 +765,8 @@ class GLMForMultipleChoice(GLMPreTrainedModel):
     those of `GLMForConditionalGeneration`, so a pretrained checkpoint loads directly.
     """
 
-    _tied_weights_keys = {"lm_head.weight": "glm.word_embeddings.weight"}
-    _tp_plan = {"lm_head": "colwise_gather_output"}
-
     def __init__(self, config: GLMConfig):
         super().__init__(config)
-        self.glm = GLMModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     @can_return_tuple
@@ -793,17 +797,13 @@ class GLMForMultipleChoice(GLMPreTrainedModel):
         )
 
 
-class GLMForSequenceClassification(GLMPreTrainedModel):
+class GLMForSequenceClassification(GLMWithVocabularyHead):
     """Classification as a cloze task (PET): the text is put into the pattern of `config.cloze_prefix_ids` /
     `cloze_suffix_ids` unless it already holds a blank, and label i is scored by generating its verbalizer
     `config.verbalizer_ids[i]` into the blank; softmax over `logits` `[batch, labels]` is p(y|x) normalised over
     labels. Inputs are plain tokenizer output, so `pipeline("text-classification")` works."""
 
-    _tied_weights_keys = {"lm_head.weight": "glm.word_embeddings.weight"}
-    _tp_plan = {"lm_head": "colwise_gather_output"}
-
     def __init__(self, config: GLMConfig):
-        super().__init__(config)
         if not config.verbalizer_ids:
             raise ValueError(
                 "GLMForSequenceClassification needs config.verbalizer_ids (one token id list per label); build them "
@@ -814,9 +814,8 @@ class GLMForSequenceClassification(GLMPreTrainedModel):
                 f"config has {len(config.id2label)} labels (id2label) but {len(config.verbalizer_ids)} verbalizers; "
                 "give one verbalizer per label (cloze_config sets both)."
             )
+        super().__init__(config)
         self.num_labels = len(config.verbalizer_ids)
-        self.glm = GLMModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     @can_return_tuple
