@@ -14,6 +14,7 @@ import random
 
 import torch
 from datasets import Dataset
+from finetune_seq2seq import scores_before_training
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         save_strategy="no",
         logging_steps=max(1, args.max_steps // 10),
         seed=args.seed,
-        eval_on_start=True,  # the "before" score, taken inside train() so that data parallel stays wrapped
+        eval_on_start=True,  # the "before" score, taken inside train() (see scores_before_training)
     )
     trainer = Trainer(
         model=model,
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         compute_metrics=accuracy,
     )
     trainer.train()
-    before = next(entry for entry in trainer.state.log_history if "eval_accuracy" in entry)["eval_accuracy"]
+    before = scores_before_training(trainer)["eval_accuracy"]
     after = trainer.evaluate()["eval_accuracy"]
     majority = max(sum(test["label"]), len(test) - sum(test["label"])) / len(test)
     trainer.save_model(args.output)  # also saves the tokenizer; on the main process only when distributed

@@ -15,7 +15,7 @@ import argparse
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 
 import glm_hf  # noqa: F401  (registers GLM with the Auto classes)
 from glm_hf import corpus
@@ -72,7 +72,7 @@ def translation_trainer(model, tokenizer, args: argparse.Namespace, **training_o
     )
 
 
-def scores_before_training(trainer: Seq2SeqTrainer) -> dict[str, float]:
+def scores_before_training(trainer: Trainer) -> dict[str, float]:
     """The evaluation `eval_on_start` logged at step 0. Evaluating with `trainer.evaluate()` before `train()`
     instead would leave the model without its DistributedDataParallel wrapper under torchrun (transformers 5.23,
     accelerate 1.15): every process would then train its own copy."""
