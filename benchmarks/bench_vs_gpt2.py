@@ -59,6 +59,7 @@ from transformers.cache_utils import DynamicCache  # noqa: E402
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
 from glm_hf.blank_infilling import batch_infilling, generation_layout, infilling_example  # noqa: E402
+from glm_hf.transformers_compat import CACHE_FIELD  # noqa: E402
 
 FIRST_ORDINARY_ID = 9  # GLM's special tokens occupy ids 0..8 by default
 
@@ -326,11 +327,11 @@ def profile_decode_step(model, prompt: torch.Tensor, position_ids: torch.Tensor 
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
         prefill_extra = {"position_ids": position_ids} if position_ids is not None else {}
-        model(prompt, past_key_values=cache, use_cache=True, attention_mask=torch.ones_like(prompt), **prefill_extra)
+        model(prompt, **{CACHE_FIELD: cache}, use_cache=True, attention_mask=torch.ones_like(prompt), **prefill_extra)
         mask = torch.ones(prompt.shape[0], prompt.shape[1] + 1, dtype=torch.long)
 
         def step():
-            model(next_token, past_key_values=cache, use_cache=True, attention_mask=mask, **extra)
+            model(next_token, **{CACHE_FIELD: cache}, use_cache=True, attention_mask=mask, **extra)
             cache.crop(-1)  # drop the step just added, so every profiled step sees the same cache length
 
         for _ in range(3):

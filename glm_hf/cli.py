@@ -31,7 +31,7 @@ def run_tokenizer_train(args: argparse.Namespace) -> None:
 
 def run_demo_command(args: argparse.Namespace) -> None:
     """Pretrains the demo GLM on the embedded corpus, reports held-out blank filling and saves everything."""
-    from .demo import run_demo
+    from .demo import DemoEvaluationError, run_demo
 
     settings = DemoSettings(
         max_steps=args.max_steps,
@@ -43,7 +43,10 @@ def run_demo_command(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     started = time.perf_counter()
-    result = run_demo(args.output, settings)
+    try:
+        result = run_demo(args.output, settings)
+    except DemoEvaluationError as error:
+        raise SystemExit(f"glm-hf demo: {error}") from error
     print(
         f"\ntrained and evaluated in {time.perf_counter() - started:.0f}s; final training loss {result.final_loss:.3f}"
     )

@@ -69,7 +69,8 @@ class GLMConfig(PreTrainedConfig):
     """
 
     model_type = "glm_hf"
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
+    # Output keys Trainer leaves out of gathered logits: the KV cache, under its names before and since 5.24.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["cache", "past_key_values"]
     # Tensor parallelism (`from_pretrained(..., tp_plan="auto")`): Megatron-style, one all-reduce per sub-layer. The
     # fused query/key/value rows are laid out per head, so a contiguous column split gives each rank whole heads
     # (num_attention_heads must divide by the TP size). The word embedding is split by vocabulary rows, matching the

@@ -16,6 +16,7 @@ from datasets import Dataset
 from . import corpus
 from .configuration_glm import GLMConfig
 from .model_card import CardInfo
+from .modeling_glm import GLMForConditionalGeneration
 from .pretraining import fill_blanks, pretrain, save_run_artifacts
 from .tokenization_glm import GLMTokenizer
 
@@ -117,16 +118,37 @@ def run_demo(output_dir: str | Path, settings: DemoSettings | None = None) -> De
         objective_probs=settings.objective_probs,
     )
     model = trainer.model
+    # Saved before anything else can fail: minutes of training are never lost to an evaluation error.
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    try:
+        result = evaluate_demo_model(model, tokenizer, train_facts, held_out)
+    except Exception as error:
+        raise DemoEvaluationError(
+            f"training finished and the model and tokenizer are saved in {output_dir}, but evaluating them failed "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    result.final_loss = next(entry["loss"] for entry in reversed(trainer.state.log_history) if "loss" in entry)
+    save_run_artifacts(output_dir, trainer.state.log_history, _card(settings, result), model.num_parameters())
+    return result
 
+
+class DemoEvaluationError(RuntimeError):
+    """Evaluation failed after training; the trained model and tokenizer are already saved."""
+
+
+def evaluate_demo_model(
+    model: GLMForConditionalGeneration,
+    tokenizer: GLMTokenizer,
+    train_facts: list[corpus.Fact],
+    held_out: list[corpus.Fact],
+) -> DemoResult:
+    """Greedy fills of the held-out facts' blanks against their answers and the frequency baseline, plus the
+    `[gMASK]` generations the demo prints."""
     fills = fill_blanks(model, tokenizer, [fact.text for fact in held_out])
     result = _score(held_out, fills, corpus.frequency_baseline(train_facts, held_out))
     generated = fill_blanks(model, tokenizer, GENERATION_PROMPTS, max_new_tokens=24)
     result.generations = list(zip(GENERATION_PROMPTS, generated, strict=True))
-    result.final_loss = next(entry["loss"] for entry in reversed(trainer.state.log_history) if "loss" in entry)
-
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    save_run_artifacts(output_dir, trainer.state.log_history, _card(settings, result), model.num_parameters())
     return result
 
 
@@ -174,4 +196,12 @@ def _card(settings: DemoSettings, result: DemoResult) -> CardInfo:
     )
 
 
-__all__ = ["DemoResult", "DemoSettings", "load_demo_tokenizer", "run_demo", "train_demo_tokenizer"]
+__all__ = [
+    "DemoEvaluationError",
+    "DemoResult",
+    "DemoSettings",
+    "evaluate_demo_model",
+    "load_demo_tokenizer",
+    "run_demo",
+    "train_demo_tokenizer",
+]

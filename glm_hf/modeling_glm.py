@@ -10,11 +10,10 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin, GradientCheckpointingLayer, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -23,8 +22,6 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple
-from transformers.utils.generic import merge_with_config_defaults
-from transformers.utils.output_capturing import capture_outputs
 
 from .blank_infilling import (
     batch_multiple_choice,
@@ -37,6 +34,15 @@ from .blank_infilling import (
 )
 from .configuration_glm import GLMConfig
 from .quantization import GLMQuantizationConfig  # noqa: F401  (registers the quantizer; travels with saved code)
+from .transformers_compat import (
+    ALL_PARALLEL_STYLES,
+    PackedColwiseParallel,
+    cache_output,
+    capture_outputs,
+    merge_with_config_defaults,
+    output_cache,
+    select_cache,
+)
 
 
 def rotate_half_pairs(x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +156,7 @@ class GLMAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq_len, _ = hidden_states.shape
@@ -158,8 +164,8 @@ class GLMAttention(nn.Module):
         query, key, value = qkv.transpose(1, 2).unbind(dim=3)
         if rotary is not None:
             query, key = apply_rotary_2d(query, key, *rotary)
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -208,7 +214,6 @@ if torch.distributed.is_available():
     from torch.distributed.device_mesh import DeviceMesh
     from torch.distributed.tensor import distribute_tensor
     from torch.distributed.tensor.placement_types import _StridedShard
-    from transformers.distributed.tensor_parallel import ALL_PARALLEL_STYLES, PackedColwiseParallel
 
     class GLUColwiseParallel(PackedColwiseParallel):
         """Column-parallel style for the GeGLU up-projection, whose output is two halves `[value | gate]`.
@@ -249,11 +254,11 @@ class GLMBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
         normed = self.input_layernorm(hidden_states)
-        attn_output, _ = self.attention(normed, attention_mask, rotary, past_key_values, **kwargs)
+        attn_output, _ = self.attention(normed, attention_mask, rotary, cache, **kwargs)
         residual = hidden_states if self.pre_norm else normed * self.alpha
         hidden_states = residual + attn_output
         normed = self.post_attention_layernorm(hidden_states)
@@ -267,7 +272,7 @@ class GLMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "glm"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GLMBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = False
     _supports_flex_attn = False
@@ -340,16 +345,15 @@ class GLMPreTrainedModel(PreTrainedModel):
                 card = ModelCard(_read_text(readme) if os.path.exists(readme) else "")
             card.data.tags = sorted({*(card.data.tags or []), *(tags or [])}) or None
             card.save(readme)
-            return self._upload_modified_files(
-                folder,
-                repo_id,
-                files_timestamps={},
-                commit_message=commit_message,
-                token=token,
-                create_pr=create_pr,
-                revision=revision,
+            commit = HfApi(token=token).upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or "Upload model",
                 commit_description=commit_description,
+                revision=revision,
+                create_pr=create_pr,
             )
+            return commit
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -444,9 +448,10 @@ class GLMModel(GLMPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
@@ -457,12 +462,18 @@ class GLMModel(GLMPreTrainedModel):
         position_ids (`torch.LongTensor`, *optional*):
             `[batch, 2, seq]` (position, block position). A 2D `[batch, seq]` tensor means block position 0.
             Derived from the tokens when omitted (see `blank_infilling.build_position_ids`).
+        cache (`Cache`, *optional*):
+            The KV cache of earlier tokens (`past_key_values` is its name before transformers 5.24; either works).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        cache = select_cache(cache, past_key_values)
+        if self.training and torch.is_grad_enabled() and any(layer.gradient_checkpointing for layer in self.layers):
+            # The backward pass replays each layer, which would write its keys into a cache a second time.
+            cache, use_cache = None, False
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past_length = cache.get_seq_length() if cache is not None else 0
 
         if inputs_embeds is None:
             if input_ids.numel() and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < self.config.vocab_size:
@@ -471,15 +482,13 @@ class GLMModel(GLMPreTrainedModel):
                     f"{int(input_ids.min())} to {int(input_ids.max())}. Was the tokenizer made for this model?"
                 )
             inputs_embeds = self.word_embeddings(input_ids)
-        mask = self._resolve_attention_mask(input_ids, attention_mask, inputs_embeds, past_key_values, past_length)
+        mask = self._resolve_attention_mask(input_ids, attention_mask, inputs_embeds, cache, past_length)
         position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
         hidden_states, rotary = self.embed(inputs_embeds, position_ids)
         for layer in self.layers:
-            hidden_states = layer(
-                hidden_states, attention_mask=mask, rotary=rotary, past_key_values=past_key_values, **kwargs
-            )
+            hidden_states = layer(hidden_states, attention_mask=mask, rotary=rotary, cache=cache, **kwargs)
         hidden_states = self.final_layernorm(hidden_states)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_output(cache))
 
     def embed(
         self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor
@@ -510,7 +519,7 @@ class GLMModel(GLMPreTrainedModel):
         if position_ids is None:
             if past_length > 0:
                 raise ValueError(
-                    "position_ids are required when continuing from past_key_values: the new tokens' positions "
+                    "position_ids are required when continuing from a KV cache: the new tokens' positions "
                     "depend on the blank they fill. Use blank_infilling.next_position_ids or model.generate()."
                 )
             if input_ids is None:
@@ -540,14 +549,14 @@ class GLMModel(GLMPreTrainedModel):
         input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         inputs_embeds: torch.Tensor,
-        past_key_values: Cache | None,
+        cache: Cache | None,
         past_length: int,
     ) -> torch.Tensor | None:
         batch, seq_len = inputs_embeds.shape[:2]
         seen_length = past_length + seq_len
         key_length = seen_length
-        if past_key_values is not None:
-            key_length, key_offset = past_key_values.get_mask_sizes(seq_len, 0)
+        if cache is not None:
+            key_length, key_offset = cache.get_mask_sizes(seq_len, 0)
             if key_offset != 0:
                 raise ValueError("GLM needs a cache that keeps every token (DynamicCache or StaticCache).")
         if attention_mask is not None and attention_mask.dim() == 4:
@@ -624,11 +633,12 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -642,7 +652,7 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=select_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -671,9 +681,9 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **cache_output(output_cache(outputs)),
         )
 
     @torch.no_grad()
@@ -702,7 +712,7 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
             kwargs["position_ids"] = layout.position_ids
         return super().generate(input_ids, generation_config, **kwargs)
 
-    def create_masks_for_generate(self, config, inputs_embeds, attention_mask, past_key_values, **kwargs):
+    def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
         """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches:
         forward builds the GLM mask (bidirectional Part A) itself."""
         return attention_mask

@@ -11,16 +11,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.core_model_loading import ConversionOps
-from transformers.quantizers import HfQuantizer
-from transformers.quantizers.auto import (
-    AUTO_QUANTIZATION_CONFIG_MAPPING,
-    AUTO_QUANTIZER_MAPPING,
-    register_quantization_config,
-    register_quantizer,
-)
-from transformers.quantizers.quantizers_utils import get_module_from_name, should_convert_module
+from transformers import ConversionOps
+from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from .transformers_compat import get_module_from_name, should_convert_module
 
 QUANT_METHOD = "glm_hf"
 
@@ -319,10 +314,17 @@ def quantize(model: nn.Module, config: GLMQuantizationConfig) -> nn.Module:
     return model
 
 
-if QUANT_METHOD not in AUTO_QUANTIZATION_CONFIG_MAPPING:  # this file may be imported again as saved remote code
-    register_quantization_config(QUANT_METHOD)(GLMQuantizationConfig)
-if QUANT_METHOD not in AUTO_QUANTIZER_MAPPING:
-    register_quantizer(QUANT_METHOD)(GLMQuantizer)
+def _register(register, cls) -> None:
+    """Registers `cls` under GLM's quant method unless a class already is: this file is imported again, under
+    another module name, as the code of every saved folder loaded with `trust_remote_code=True`."""
+    try:
+        register(QUANT_METHOD)(cls)
+    except ValueError:  # the only error registering raises for a subclass of the right base: the name is taken
+        pass
+
+
+_register(register_quantization_config, GLMQuantizationConfig)
+_register(register_quantizer, GLMQuantizer)
 
 
 __all__ = [

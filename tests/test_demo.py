@@ -1,9 +1,10 @@
 """`glm-hf demo`: the shipped tokenizer is current, and a short run trains, evaluates and saves everything."""
 
+import pytest
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from glm_hf import GLMForConditionalGeneration, GLMTokenizer, corpus
+from glm_hf import GLMForConditionalGeneration, GLMTokenizer, corpus, demo
 from glm_hf.cli import main
 from glm_hf.demo import DEMO_TOKENIZER_DIR, DemoSettings, demo_training_texts, run_demo, train_demo_tokenizer
 
@@ -52,3 +53,20 @@ def test_demo_command_prints_fills_generation_and_scores(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("->") == 3 + 2
     assert "held-out exact match" in printed and "frequency baseline" in printed
+
+
+def test_demo_saves_the_trained_model_before_evaluating_it(tmp_path, monkeypatch):
+    """An evaluation failure after minutes of training leaves a usable model and says where it is."""
+
+    def broken_fill_blanks(*args, **kwargs):
+        raise RuntimeError("generation broke")
+
+    monkeypatch.setattr(demo, "fill_blanks", broken_fill_blanks)
+    sizes = ["--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--batch-size", "8"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--output", str(tmp_path), "--max-steps", "4", *sizes])
+    message = str(exit_info.value)
+    assert "model and tokenizer are saved in" in message and str(tmp_path) in message and "generation broke" in message
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(model, GLMForConditionalGeneration) and isinstance(tokenizer, GLMTokenizer)

@@ -4,6 +4,8 @@ import pytest
 import torch
 from conftest import EOP, GMASK, MASK, PAD, SMASK, SOP, random_words, tiny_model
 
+from glm_hf.transformers_compat import output_cache
+
 VARIANTS = {
     "glm": {},
     "chatglm": dict(position_encoding="rotary_2d", layernorm_style="post_alpha", tie_word_embeddings=False),
@@ -76,7 +78,7 @@ def test_generate_uses_a_real_cache_without_recomputing_the_prefix():
     finally:
         hook.remove()
     assert seen_lengths == [ids.shape[1] + 1] + [1] * 4
-    assert out.past_key_values.get_seq_length() == ids.shape[1] + 1 + 4
+    assert output_cache(out).get_seq_length() == ids.shape[1] + 1 + 4
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

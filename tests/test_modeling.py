@@ -5,9 +5,11 @@ import torch
 from conftest import MASK, PAD, SOP, random_words, tiny_config, tiny_model
 from reference_glm import reference_logits
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers.cache_utils import DynamicCache
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMModel
 from glm_hf.blank_infilling import batch_infilling, build_attention_mask, infilling_example
+from glm_hf.transformers_compat import output_cache
 
 BLANKS = [4, 5, 6]
 EOP = 8
@@ -163,13 +165,25 @@ def test_cache_equals_no_cache(variant):
     full = model(ids, attention_mask=batch["attention_mask"], position_ids=positions).logits
     split = 9  # Part A (8 tokens) + <sop>: the prefix a generate() prefill would see
     prefix = model(ids[:, :split], position_ids=positions[..., :split], use_cache=True)
-    cache = prefix.past_key_values
+    cache = output_cache(prefix)
     step_logits = []
     for i in range(split, ids.shape[1]):
         out = model(ids[:, i : i + 1], position_ids=positions[..., i : i + 1], past_key_values=cache, use_cache=True)
         step_logits.append(out.logits)
     torch.testing.assert_close(prefix.logits, full[:, :split], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.cat(step_logits, 1), full[:, split:], atol=1e-5, rtol=1e-5)
+
+
+def test_forward_takes_the_cache_under_either_name():
+    """transformers 5.24 passes the cache as `cache=`, 5.23 as `past_key_values=`; both reach the layers."""
+    model = tiny_model()
+    ids = random_words(torch.Generator().manual_seed(0), 2, 6)
+    for name in ("cache", "past_key_values"):
+        cache = DynamicCache(config=model.config)
+        out = model(ids, use_cache=True, **{name: cache})
+        assert output_cache(out) is cache and cache.get_seq_length() == 6
+    with pytest.raises(ValueError, match="not as both"):
+        model(ids, cache=DynamicCache(config=model.config), past_key_values=DynamicCache(config=model.config))
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -399,6 +413,6 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.tensor([[10, 60]]))
     with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
         model()
-    cache = model(ids, use_cache=True).past_key_values
+    cache = output_cache(model(ids, use_cache=True))
     with pytest.raises(ValueError, match="position_ids are required when continuing"):
         model(torch.tensor([[12]]), past_key_values=cache)

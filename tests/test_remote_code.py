@@ -66,7 +66,13 @@ def saved_model(folder) -> tuple[GLMForConditionalGeneration, GLMTokenizer]:
 def test_saved_folder_loads_without_glm_hf_and_gives_identical_outputs(tmp_path):
     folder = tmp_path / "glm-remote"
     model, tokenizer = saved_model(folder)
-    expected_files = {"configuration_glm.py", "modeling_glm.py", "blank_infilling.py", "tokenization_glm.py"}
+    expected_files = {
+        "configuration_glm.py",
+        "modeling_glm.py",
+        "blank_infilling.py",
+        "tokenization_glm.py",
+        "transformers_compat.py",
+    }
     assert expected_files <= {p.name for p in folder.iterdir()}
     remote = load_in_clean_process(CLEAN_LOAD, folder, tmp_path)
     batch = tokenizer(["The capital of France is [MASK].", "北京是[MASK]的首都。"], padding=True, return_tensors="pt")
@@ -105,6 +111,7 @@ def test_push_to_hub_uploads_weights_code_config_and_tokenizer(tmp_path):
         "configuration_glm.py",
         "modeling_glm.py",
         "blank_infilling.py",
+        "transformers_compat.py",
         "generation_config.json",
         "model.safetensors",
     }

@@ -21,9 +21,9 @@ import os
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE, Unigram, WordPiece
-from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
 from ..tokenization_glm import WHITESPACE_PIECES, GLMTokenizer
+from ..transformers_compat import sentencepiece_extractor
 
 BLANKS = ("[MASK]", "[sMASK]", "[gMASK]")
 
@@ -124,7 +124,7 @@ def _sentencepiece_backend(model_file: str) -> Tokenizer:
     SentencePiece's nmt_nfkc normalisation and whitespace collapsing, and `▁` prefixed to every text chunk between
     special tokens, as SentencePiece does when THUDM encodes the chunks one by one."""
     _require(model_file)
-    spm = SentencePieceExtractor(model_file).extract(BPE)
+    spm = sentencepiece_extractor(model_file).extract(BPE)
     backend = Tokenizer(BPE(spm["vocab"], spm["merges"], unk_token="<unk>", fuse_unk=True, dropout=None))
     steps = [normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
     if spm["_spm_precompiled_charsmap"]:
@@ -145,7 +145,7 @@ def chatglm_tokenizer(model_file: str, num_image_tokens: int = 0) -> GLMTokenize
     ChatGLM's `<n>` / `<|tab|>` / `<|blank_n|>` pieces (undone on decode), and inputs are `text [gMASK] <sop>`.
     `[MASK]`/`[gMASK]`/`[sMASK]`/`<sop>`/`<eop>` and the whitespace pieces are pieces of the SentencePiece model."""
     _require(model_file)
-    spm = SentencePieceExtractor(model_file).extract(None)
+    spm = sentencepiece_extractor(model_file).extract(None)
     if isinstance(spm["vocab"], dict):
         names = sorted(spm["vocab"], key=spm["vocab"].get)
     else:

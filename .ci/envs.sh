@@ -1,0 +1,47 @@
+# Shared by .ci/run and scripts/upgrade_canary.sh: fresh virtual environments built with README's own commands.
+# Source it from the repository root after setting WORK (a scratch folder).
+
+TEST_COMMAND="$(grep -m1 -E '^pip install torch==[0-9.]+ && pip install -e "\.\[test\]" && ' README.md || true)"
+if [[ -z "$TEST_COMMAND" ]]; then
+    echo "README.md has no test command line (pip install torch==... && pip install -e \".[test]\" && ...)" >&2
+    exit 1
+fi
+INSTALL_COMMAND="${TEST_COMMAND%% && ruff*}"
+MINIMUM_TRANSFORMERS="$(python3 -c '
+import re, tomllib
+dependencies = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+print(next(re.search(r">=\s*([0-9.]+)", d).group(1) for d in dependencies if re.match(r"transformers\b", d)))')"
+
+# pin VERSION: a pip constraints file holding transformers==VERSION (empty VERSION: no file, no pin)
+pin() {
+    if [[ -n "$1" ]]; then
+        echo "transformers==$1" > "$WORK/transformers-$1.txt"
+        echo "$WORK/transformers-$1.txt"
+    fi
+}
+
+# build NAME [CONSTRAINTS]: a fresh venv WORK/NAME, installed by README's install steps
+build_env() {
+    python3 -m venv "$WORK/$1"
+    (
+        source "$WORK/$1/bin/activate"
+        export PIP_CONSTRAINT="${2:-}"
+        eval "$INSTALL_COMMAND" > "$WORK/$1-install.log" 2>&1 || { tail -50 "$WORK/$1-install.log"; exit 1; }
+    )
+}
+
+# env_versions NAME: the transformers and torch releases in WORK/NAME
+env_versions() {
+    "$WORK/$1/bin/python" -c 'import torch, transformers; print(f"transformers {transformers.__version__}, torch {torch.__version__}")'
+}
+
+# run_suite NAME OTHER [CONSTRAINTS]: README's test command in WORK/NAME; the cross-version tests use WORK/OTHER
+run_suite() {
+    (
+        source "$WORK/$1/bin/activate"
+        export PIP_CONSTRAINT="${3:-}" GLM_HF_OTHER_PYTHON="$WORK/$2/bin/python"
+        echo "=== $1 environment: $(env_versions "$1")"
+        echo "=== $TEST_COMMAND"
+        eval "$TEST_COMMAND"
+    )
+}

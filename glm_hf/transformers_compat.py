@@ -1,0 +1,87 @@
+"""The one place that knows which transformers release is installed.
+
+glm-hf supports every transformers release from the minimum in `pyproject.toml` (5.23.0) to the newest. The model
+files (`modeling_glm.py` and its siblings) travel into saved folders and run with `trust_remote_code=True` on
+whatever release the loading user has, so everything that differs between releases is decided here, once, at import
+time, by looking at what the installed transformers offers (never by parsing its version string):
+
+- **The cache keyword.** Up to 5.23 `generate()` passes the KV cache as `past_key_values=` and reads it back from
+  `outputs.past_key_values`; from 5.24 it passes `cache=` and reads `outputs["cache"]` only, output dataclasses
+  name the field `cache`, and `GradientCheckpointingLayer` clears `kwargs["cache"]`. GLM's forwards take both
+  names (`select_cache`), build outputs with the installed field name (`cache_output`) and read them back with
+  `output_cache`; inside the model the cache is always called `cache`.
+
+Private transformers names that glm-hf still uses, each because no public equivalent exists, are imported here and
+nowhere else (README's "Compatibility" section lists them):
+
+- `transformers.utils.generic.merge_with_config_defaults`: fills `use_cache` / `output_*` from the config, as
+  every built-in model's base forward does.
+- `transformers.utils.output_capturing.capture_outputs`: collects hidden states and attentions through
+  `_can_record_outputs`, as built-in models do.
+- `transformers.quantizers.quantizers_utils.get_module_from_name` / `should_convert_module`: how transformers'
+  own quantizers resolve a parameter name and match `modules_to_not_convert`, so GLM's quantizer matches alike.
+- `transformers.distributed.tensor_parallel.ALL_PARALLEL_STYLES` / `PackedColwiseParallel`: the registry a
+  tensor-parallel style must join for `tp_plan="auto"`, and the base of GLM's GeGLU style.
+- `transformers.convert_slow_tokenizer.SentencePieceExtractor` (converter only, never in saved folders): reads a
+  SentencePiece model's vocabulary and merges.
+- `GenerationMixin._expand_inputs_for_generation` / `_update_model_kwargs_for_generation` are overridden, not
+  imported: they are the hooks generate() offers for models whose position ids are not 1D (GLM's are 2D).
+"""
+
+import dataclasses
+
+import torch
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.quantizers.quantizers_utils import get_module_from_name, should_convert_module
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+if torch.distributed.is_available():
+    from transformers.distributed.tensor_parallel import ALL_PARALLEL_STYLES, PackedColwiseParallel
+else:  # torch builds without distributed support have no tensor parallelism to register styles with
+    ALL_PARALLEL_STYLES = PackedColwiseParallel = None
+
+# Name of the cache field in the installed release's outputs and of the keyword generate() passes it under.
+CACHE_FIELD = (
+    "cache" if "cache" in {field.name for field in dataclasses.fields(CausalLMOutputWithPast)} else ("past_key_values")
+)
+
+
+def select_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache a forward was given, under its 5.24 name `cache` or its 5.23 name `past_key_values`."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the KV cache once, as `cache` (or its older name `past_key_values`), not as both.")
+    return cache if cache is not None else past_key_values
+
+
+def cache_output(cache: Cache | None) -> dict[str, Cache | None]:
+    """The keyword argument that puts `cache` into an output dataclass of the installed release."""
+    return {CACHE_FIELD: cache}
+
+
+def output_cache(outputs) -> Cache | None:
+    """The cache held by a model output, whichever release built it."""
+    return outputs.get(CACHE_FIELD)
+
+
+def sentencepiece_extractor(model_file: str):
+    """transformers' reader of a SentencePiece model file (`.extract(model_type)` gives its vocab and merges)."""
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+    return SentencePieceExtractor(model_file)
+
+
+__all__ = [
+    "ALL_PARALLEL_STYLES",
+    "PackedColwiseParallel",
+    "get_module_from_name",
+    "sentencepiece_extractor",
+    "should_convert_module",
+    "CACHE_FIELD",
+    "cache_output",
+    "capture_outputs",
+    "merge_with_config_defaults",
+    "output_cache",
+    "select_cache",
+]

@@ -1,0 +1,74 @@
+"""A folder saved under one transformers release loads with `trust_remote_code=True`, without glm_hf, under another
+release (the newest and the declared minimum, both ways) and gives identical logits and greedy tokens."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import other_python
+
+SAVE = """
+import sys
+import torch, transformers
+from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMTokenizer
+folder, variant, out = sys.argv[1:]
+texts = ["The capital of France is Paris.", "北京是中国的首都。", "Paris is in France, Tokyo in Japan."] * 30
+tokenizer = GLMTokenizer.train_bpe(texts, vocab_size=300)
+chatglm = dict(position_encoding="rotary_2d", layernorm_style="post_alpha", tie_word_embeddings=False)
+switches = {"glm": {}, "chatglm": chatglm}
+torch.manual_seed(0)
+config = GLMConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                   max_position_embeddings=64, hidden_dropout=0.0, attention_dropout=0.0, initializer_range=0.3,
+                   **switches[variant])
+model = GLMForConditionalGeneration(config).eval()
+model.save_pretrained(folder)
+tokenizer.save_pretrained(folder)
+batch = tokenizer(["The capital of France is [MASK].", "北京是[MASK]的首都。"], padding=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model(**batch).logits
+    generated = model.generate(**batch, max_new_tokens=6, do_sample=False)
+torch.save({"version": transformers.__version__, "logits": logits, "generated": generated}, out)
+"""
+
+LOAD = """
+import sys
+sys.modules["glm_hf"] = None  # this user does not have glm_hf: importing it fails
+import torch, transformers
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+folder, out = sys.argv[1:]
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+batch = tokenizer(["The capital of France is [MASK].", "北京是[MASK]的首都。"], padding=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model(**batch).logits
+    generated = model.generate(**batch, max_new_tokens=6, do_sample=False)
+torch.save({"version": transformers.__version__, "logits": logits, "generated": generated}, out)
+"""
+
+
+def run_script(python: str, script: str, args: list, cwd, isolated: bool = False) -> dict:
+    """Runs `script ARGS... OUT` with `python` and a fresh HF cache (with `isolated`, as `python -I`, where only the
+    interpreter's own site-packages count); returns what the script saved to OUT."""
+    out = cwd / f"out-{len(list(cwd.glob('out-*')))}.pt"
+    env = {**os.environ, "HF_HOME": str(cwd / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    command = [python, *(["-I"] if isolated else []), "-c", script, *map(str, args), str(out)]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return torch.load(out)
+
+
+@pytest.mark.parametrize("variant", ["glm", "chatglm"])
+@pytest.mark.parametrize("direction", ["this_saves", "other_saves"])
+def test_folder_saved_under_one_release_loads_under_the_other(tmp_path, direction, variant):
+    saver, loader = sys.executable, other_python()
+    if direction == "other_saves":
+        saver, loader = loader, saver
+    folder = tmp_path / "saved"
+    saved = run_script(saver, SAVE, [folder, variant], tmp_path)
+    loaded = run_script(loader, LOAD, [folder], tmp_path, isolated=True)
+    assert saved["version"] != loaded["version"], "both interpreters have the same transformers release"
+    assert torch.equal(loaded["logits"], saved["logits"])
+    assert torch.equal(loaded["generated"], saved["generated"])
