@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 
 import torch
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 from transformers import GenerationMixin, GradientCheckpointingLayer, PreTrainedModel
@@ -345,15 +345,18 @@ class GLMPreTrainedModel(PreTrainedModel):
                 card = ModelCard(_read_text(readme) if os.path.exists(readme) else "")
             card.data.tags = sorted({*(card.data.tags or []), *(tags or [])}) or None
             card.save(readme)
-            commit = HfApi(token=token).upload_folder(
+            operations = [
+                CommitOperationAdd(path_in_repo=name, path_or_fileobj=os.path.join(folder, name))
+                for name in sorted(os.listdir(folder))
+            ]
+            return HfApi(token=token).create_commit(
                 repo_id=repo_id,
-                folder_path=folder,
+                operations=operations,
                 commit_message=commit_message or "Upload model",
                 commit_description=commit_description,
                 revision=revision,
                 create_pr=create_pr,
             )
-            return commit
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

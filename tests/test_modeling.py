@@ -295,12 +295,15 @@ def test_attention_scale_guard_is_a_numerical_no_op():
     torch.testing.assert_close(guarded(**batch).logits, plain(**batch).logits, atol=1e-5, rtol=1e-5)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("cache_name", [None, "cache", "past_key_values"])
+def test_gradient_checkpointing_gives_the_same_gradients(cache_name):
+    """Also when a cache is asked for under either name: the backward replay must not write it a second time."""
     batch = infill_batch()
     reference, checkpointed = tiny_model(seed=0).train(), tiny_model(seed=0).train()
     checkpointed.activation_checkpointing_enable()
     reference(**batch).loss.backward()
-    checkpointed(**batch).loss.backward()
+    cache = {} if cache_name is None else {"use_cache": True, cache_name: DynamicCache(config=checkpointed.config)}
+    checkpointed(**batch, **cache).loss.backward()
     for (name, a), b in zip(reference.named_parameters(), checkpointed.parameters(), strict=False):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)
 
