@@ -16,6 +16,7 @@ from transformers import (
 from . import blank_infilling
 from .configuration_glm import GLMConfig
 from .modeling_glm import (
+    GLMForCausalLM,
     GLMForConditionalGeneration,
     GLMForMultipleChoice,
     GLMForSequenceClassification,
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 def _register() -> None:
     AutoConfig.register(GLMConfig.model_type, GLMConfig, exist_ok=True)
     AutoModel.register(GLMConfig, GLMModel, exist_ok=True)
-    AutoModelForCausalLM.register(GLMConfig, GLMForConditionalGeneration, exist_ok=True)
+    AutoModelForCausalLM.register(GLMConfig, GLMForCausalLM, exist_ok=True)
     AutoModelForSeq2SeqLM.register(GLMConfig, GLMForConditionalGeneration, exist_ok=True)
     AutoModelForMultipleChoice.register(GLMConfig, GLMForMultipleChoice, exist_ok=True)
     AutoModelForSequenceClassification.register(GLMConfig, GLMForSequenceClassification, exist_ok=True)
@@ -46,6 +47,7 @@ __all__ = [
     "GLMConfig",
     "GLMModel",
     "GLMPreTrainedModel",
+    "GLMForCausalLM",
     "GLMForConditionalGeneration",
     "GLMForMultipleChoice",
     "GLMForSequenceClassification",

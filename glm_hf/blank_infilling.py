@@ -72,12 +72,16 @@ def build_attention_mask(
     key_length: int,
     padding_mask: torch.Tensor | None = None,
     query_offset: int = 0,
+    visible_prefix: int = 0,
 ) -> torch.Tensor:
-    """Boolean "may attend" mask `[batch, 1, query, key]`: causal, or key inside Part A (`key < sep`).
+    """Boolean "may attend" mask `[batch, 1, query, visible_prefix + key]`: causal, or key inside Part A
+    (`key < sep`).
 
     `query_offset` is the number of cached tokens before the queries. `padding_mask` covers the tokens seen so far
     (`[batch, query_offset + query_length]`); key slots past it (a static cache's unused tail) are hidden. Each
     query always sees itself, so a padding query never has an empty row (which would turn the softmax into NaN).
+    `visible_prefix` key columns come first and are seen by every query (the left-to-right prefix, see
+    `LEFT_TO_RIGHT_PREFIX`).
     """
     device = sep.device
     q = torch.arange(query_offset, query_offset + query_length, device=device).view(1, 1, -1, 1)
@@ -89,7 +93,38 @@ def build_attention_mask(
         if unused > 0:
             seen = torch.nn.functional.pad(seen, (0, unused), value=False)
         allowed = allowed & seen[:, None, None, :]
-    return allowed | (k == q)
+    allowed = allowed | (k == q)
+    if visible_prefix:
+        prefix = torch.ones(*allowed.shape[:-1], visible_prefix, dtype=torch.bool, device=device)
+        allowed = torch.cat([prefix.expand(allowed.shape[0], -1, -1, -1), allowed], dim=-1)
+    return allowed
+
+
+# GLM's left-to-right layout for plain text: the text is one causal Part B span after `[gMASK] <|startofpiece|>`
+# (the blank at position 0). These two tokens come before every text the causal head reads; the k-th text token
+# gets the 2D position (0, k + 2).
+LEFT_TO_RIGHT_PREFIX_LENGTH = 2
+
+
+def left_to_right_prefix(gmask_token_id: int, sop_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`input_ids` `[1, 2]` and `position_ids` `[1, 2, 2]` of the left-to-right prefix `[gMASK] <|startofpiece|>`:
+    `[gMASK]` is Part A at (0, 0), `<|startofpiece|>` starts the span at (0, 1)."""
+    return torch.tensor([[gmask_token_id, sop_token_id]]), torch.tensor([[[0, 0], [0, 1]]])
+
+
+def left_to_right_position_ids(text_positions: torch.Tensor) -> torch.Tensor:
+    """2D positions `[batch, 2, seq]` of text tokens read left to right after the prefix: position 0 (the blank),
+    block position `text position + 2`."""
+    return torch.stack([torch.zeros_like(text_positions), text_positions + LEFT_TO_RIGHT_PREFIX_LENGTH], dim=1)
+
+
+def text_positions(padding_mask: torch.Tensor | None, past_length: int, query_length: int, device) -> torch.Tensor:
+    """Positions `[batch, query]` of the newest `query_length` text tokens, counting real tokens only (so left
+    padding never shifts them); without a padding mask, `past_length, past_length + 1, ...`."""
+    if padding_mask is None:
+        return torch.arange(past_length, past_length + query_length, device=device)[None]
+    positions = (padding_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return positions[:, -query_length:]
 
 
 def next_position_ids(position_ids: torch.Tensor, num_new_tokens: int = 1) -> torch.Tensor:

@@ -24,13 +24,17 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple
 
 from .blank_infilling import (
+    LEFT_TO_RIGHT_PREFIX_LENGTH,
     batch_multiple_choice,
     build_attention_mask,
     build_position_ids,
     generation_layout,
+    left_to_right_position_ids,
+    left_to_right_prefix,
     multiple_choice_layout,
     next_position_ids,
     part_a_length,
+    text_positions,
 )
 from .configuration_glm import GLMConfig
 from .quantization import GLMQuantizationConfig  # noqa: F401  (registers the quantizer; travels with saved code)
@@ -415,6 +419,25 @@ class GLMPreTrainedModel(PreTrainedModel):
         return module
 
 
+class PrefixedKeyValues:
+    """What the layers see as their cache when every token also attends to fixed prefix keys and values: each
+    layer's keys are the prefix's, then the cached and new ones. The wrapped cache (None without caching) stores
+    only the caller's tokens, so its length, cropping and reordering stay what `generate()` expects."""
+
+    def __init__(self, prefix: list[tuple[torch.Tensor, torch.Tensor]], cache: Cache | None):
+        self.prefix, self.cache = prefix, cache
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is not None:
+            key, value = self.cache.update(key, value, layer_idx)
+        prefix_key, prefix_value = self.prefix[layer_idx]
+        batch = key.shape[0]
+        return (
+            torch.cat([prefix_key.expand(batch, -1, -1, -1), key], dim=2),
+            torch.cat([prefix_value.expand(batch, -1, -1, -1), value], dim=2),
+        )
+
+
 class GLMModel(GLMPreTrainedModel):
     """The GLM transformer: embeddings with 2D positions, the layer stack and a final LayerNorm."""
 
@@ -455,6 +478,7 @@ class GLMModel(GLMPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
+        prefix_key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
@@ -467,6 +491,10 @@ class GLMModel(GLMPreTrainedModel):
             Derived from the tokens when omitted (see `blank_infilling.build_position_ids`).
         cache (`Cache`, *optional*):
             The KV cache of earlier tokens (`past_key_values` is its name before transformers 5.24; either works).
+        prefix_key_values (`list[tuple[torch.Tensor, torch.Tensor]]`, *optional*):
+            Per layer, keys and values `[1, heads, prefix, head_dim]` that every token sees before the cached ones
+            and which the cache never stores (the causal head's `[gMASK] <|startofpiece|>`); needs a 4D
+            `attention_mask` whose first `prefix` key columns cover them.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
@@ -485,11 +513,17 @@ class GLMModel(GLMPreTrainedModel):
                     f"{int(input_ids.min())} to {int(input_ids.max())}. Was the tokenizer made for this model?"
                 )
             inputs_embeds = self.word_embeddings(input_ids)
-        mask = self._resolve_attention_mask(input_ids, attention_mask, inputs_embeds, cache, past_length)
+        prefix_length = 0 if prefix_key_values is None else prefix_key_values[0][0].shape[-2]
+        if prefix_length and (attention_mask is None or attention_mask.dim() != 4):
+            raise ValueError("prefix_key_values need a 4D attention_mask that covers the prefix keys.")
+        mask = self._resolve_attention_mask(
+            input_ids, attention_mask, inputs_embeds, cache, past_length, prefix_length
+        )
         position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
         hidden_states, rotary = self.embed(inputs_embeds, position_ids)
+        layer_cache = cache if prefix_key_values is None else PrefixedKeyValues(prefix_key_values, cache)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask=mask, rotary=rotary, cache=cache, **kwargs)
+            hidden_states = layer(hidden_states, attention_mask=mask, rotary=rotary, cache=layer_cache, **kwargs)
         hidden_states = self.final_layernorm(hidden_states)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **cache_output(cache))
 
@@ -554,6 +588,7 @@ class GLMModel(GLMPreTrainedModel):
         inputs_embeds: torch.Tensor,
         cache: Cache | None,
         past_length: int,
+        prefix_length: int = 0,
     ) -> torch.Tensor | None:
         batch, seq_len = inputs_embeds.shape[:2]
         seen_length = past_length + seq_len
@@ -563,10 +598,11 @@ class GLMModel(GLMPreTrainedModel):
             if key_offset != 0:
                 raise ValueError("GLM needs a cache that keeps every token (DynamicCache or StaticCache).")
         if attention_mask is not None and attention_mask.dim() == 4:
+            key_length += prefix_length
             if attention_mask.shape[0] != batch or attention_mask.shape[-2:] != (seq_len, key_length):
                 raise ValueError(
-                    f"A 4D attention_mask must have shape [batch, 1, seq, keys] (keys: cached tokens + seq) = "
-                    f"{[batch, 1, seq_len, key_length]}, got {list(attention_mask.shape)}."
+                    f"A 4D attention_mask must have shape [batch, 1, seq, keys] (keys: prefix + cached tokens + seq)"
+                    f" = {[batch, 1, seq_len, key_length]}, got {list(attention_mask.shape)}."
                 )
             return attention_mask.bool()
 
@@ -768,6 +804,179 @@ def left_padded_part_a(
     return prompts.to(input_ids.device), padding.to(input_ids.device)
 
 
+class GLMForCausalLM(GLMWithVocabularyHead, GenerationMixin):
+    """GLM as a causal language model over plain text: what `AutoModelForCausalLM` users (TRL, lm-eval, the causal
+    recipe with `DataCollatorForLanguageModeling(mlm=False)`, text generation, serving) expect.
+
+    Text is read strictly left to right in GLM's own left-to-right layout: after `[gMASK] <|startofpiece|>`, as one
+    causal Part B span filling a `[gMASK]` at position 0, which is what GLM and ChatGLM are trained to continue
+    (measured against THUDM's plain causal default in `benchmarks/bench_causal_layout.py`). The two prefix tokens
+    stay inside: logits, labels, the KV cache and generate()'s output cover the caller's tokens only. Labels follow
+    HF's causal convention (labels = input_ids, shifted inside, -100 ignored); padding on either side never changes
+    real tokens' logits; `position_ids`, if given, are the caller's 1D text positions. Blank tokens in the text are
+    read as ordinary tokens; blank infilling is `GLMForConditionalGeneration`'s job. Same weights as every head.
+    """
+
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
+    def __init__(self, config: GLMConfig):
+        super().__init__(config)
+        self.loss_type = "ForCausalLM"
+        self.post_init()
+        stop_ids = [i for i in (config.eop_token_id, config.eos_token_id) if i is not None]
+        self.generation_config.eos_token_id = stop_ids or None
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
+        prefix_key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        attention_mask (`torch.Tensor` `[batch, past + seq]`, *optional*): the padding mask (either side).
+        position_ids (`torch.LongTensor` `[batch, seq]`, *optional*): text positions, counting real tokens from 0;
+            derived from the padding mask when omitted. Positions must not restart inside a row: packed sequences
+            are refused (they would attend to each other).
+        labels (`torch.LongTensor` `[batch, seq]`, *optional*): HF's causal labels (`labels[i]` is predicted from
+            tokens `<= i - 1`; usually `input_ids`, with -100 where no loss is wanted).
+        prefix_key_values (*optional*): the prefix's keys and values from `left_to_right_prefix_key_values()`;
+            `generate()` computes them once per call instead of once per step.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        cache = select_cache(cache, past_key_values)
+        batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        device = (input_ids if input_ids is not None else inputs_embeds).device
+        past_length = cache.get_seq_length() if cache is not None else 0
+        padding = self._padding_mask(attention_mask, batch, past_length + seq_len)
+        positions = self._text_positions(position_ids, padding, past_length, seq_len, device)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        checkpointing = self.training and torch.is_grad_enabled() and self.is_activation_checkpointing
+        if (use_cache or cache is not None) and not checkpointing:
+            hidden_states, cache = self._cached_forward(
+                input_ids, inputs_embeds, padding, positions, cache, past_length, prefix_key_values, **kwargs
+            )
+        else:
+            hidden_states, cache = self._prefixed_forward(input_ids, inputs_embeds, padding, positions, **kwargs)
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        loss = None
+        if labels is not None:
+            if labels.shape != (batch, seq_len):
+                raise ValueError(f"labels must have the inputs' shape {[batch, seq_len]}, got {list(labels.shape)}.")
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **cache_output(cache))
+
+    def left_to_right_prefix_key_values(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the keys and values of `[gMASK] <|startofpiece|>`: the same for every text (the prefix sees
+        no text), so they are computed once and put before each layer's cached keys."""
+        ids, positions = left_to_right_prefix(self.config.gmask_token_id, self.config.sop_token_id)
+        recorder = DynamicCache(config=self.config)
+        self.glm(input_ids=ids.to(self.device), position_ids=positions.to(self.device), cache=recorder, use_cache=True)
+        return [(layer.keys, layer.values) for layer in recorder.layers]
+
+    def _padding_mask(self, attention_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+        if attention_mask is None:
+            return None
+        if attention_mask.dim() != 2 or attention_mask.shape != (batch, length):
+            raise ValueError(
+                f"GLMForCausalLM takes a 2D padding mask [batch, past + seq] = {[batch, length]}, got "
+                f"{list(attention_mask.shape)}; GLM layouts with blanks and Part B spans belong to "
+                "GLMForConditionalGeneration."
+            )
+        return attention_mask
+
+    def _text_positions(
+        self, position_ids: torch.Tensor | None, padding: torch.Tensor | None, past_length: int, seq_len: int, device
+    ) -> torch.Tensor:
+        if position_ids is None:
+            return text_positions(padding, past_length, seq_len, device)
+        if position_ids.dim() != 2 or position_ids.shape[-1] != seq_len:
+            raise ValueError(
+                f"GLMForCausalLM takes 1D text positions per row ([batch, seq], seq = {seq_len}), got shape "
+                f"{list(position_ids.shape)}."
+            )
+        if seq_len > 1 and bool((position_ids[:, 1:] < position_ids[:, :-1]).any()):
+            raise ValueError(
+                "position_ids restart inside a row: packed sequences (e.g. DataCollatorWithFlattening) would attend "
+                "to each other, which GLMForCausalLM does not support; pad the sequences into separate rows."
+            )
+        return position_ids
+
+    def _cached_forward(self, input_ids, inputs_embeds, padding, positions, cache, past_length, prefix, **kwargs):
+        """The text after the prefix's stored keys and values; the cache holds the text's tokens only."""
+        seq_len = positions.shape[-1]
+        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        cache = cache if cache is not None else DynamicCache(config=self.config)
+        key_length, _ = cache.get_mask_sizes(seq_len, 0)
+        no_part_a = torch.zeros(batch, dtype=torch.long, device=positions.device)
+        mask = build_attention_mask(
+            no_part_a, seq_len, key_length, padding, past_length, visible_prefix=LEFT_TO_RIGHT_PREFIX_LENGTH
+        )
+        outputs = self.glm(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask,
+            position_ids=left_to_right_position_ids(positions).expand(batch, -1, -1),
+            cache=cache,
+            use_cache=True,
+            prefix_key_values=prefix if prefix is not None else self.left_to_right_prefix_key_values(),
+            **kwargs,
+        )
+        return outputs.last_hidden_state, cache
+
+    def _prefixed_forward(self, input_ids, inputs_embeds, padding, positions, **kwargs):
+        """The prefix and the text in one sequence, without a cache (training, also under activation
+        checkpointing); the prefix's outputs are dropped."""
+        prefix_ids, prefix_positions = left_to_right_prefix(self.config.gmask_token_id, self.config.sop_token_id)
+        batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        device = positions.device
+        prefix_ids, prefix_positions = prefix_ids.to(device).expand(batch, -1), prefix_positions.to(device)
+        if input_ids is not None:
+            input_ids = torch.cat([prefix_ids, input_ids], dim=1)
+        else:
+            prefix_embeds = self.glm.word_embeddings(prefix_ids).to(inputs_embeds.dtype)
+            inputs_embeds = torch.cat([prefix_embeds, inputs_embeds], dim=1)
+        positions_2d = torch.cat(
+            [prefix_positions.expand(batch, -1, -1), left_to_right_position_ids(positions).expand(batch, -1, -1)], -1
+        )
+        if padding is not None:
+            padding = torch.cat([torch.ones_like(padding[:, :LEFT_TO_RIGHT_PREFIX_LENGTH]), padding], dim=1)
+        length = LEFT_TO_RIGHT_PREFIX_LENGTH + seq_len
+        gmask_is_part_a = torch.ones(batch, dtype=torch.long, device=device)
+        mask = build_attention_mask(gmask_is_part_a, length, length, padding)
+        outputs = self.glm(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask,
+            position_ids=positions_2d,
+            use_cache=False,
+            **kwargs,
+        )
+        return outputs.last_hidden_state[:, LEFT_TO_RIGHT_PREFIX_LENGTH:], None
+
+    @torch.no_grad()
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """`GenerationMixin.generate`, with the prefix's keys and values computed once for the whole call.
+        Returns `input_ids + new tokens`, as for any causal LM."""
+        if kwargs.get("prefix_key_values") is None:
+            kwargs["prefix_key_values"] = self.left_to_right_prefix_key_values()
+        return super().generate(inputs, generation_config, **kwargs)
+
+    def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
+        """Keeps the 2D padding mask (also with static caches): forward builds the left-to-right mask itself."""
+        return attention_mask
+
+
 class GLMForMultipleChoice(GLMWithVocabularyHead):
     """Cloze multiple choice: each choice is scored by the log-probability of generating it into the blank
     (`config.choice_scoring`: mean over its tokens, or THUDM's sum), all choices of an example in one forward pass.
@@ -908,11 +1117,12 @@ def choice_scores(
 # so the folder loads with `trust_remote_code=True` where glm_hf is not installed.
 GLMModel.register_for_auto_class("AutoModel")
 GLMForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+GLMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 GLMForMultipleChoice.register_for_auto_class("AutoModelForMultipleChoice")
 GLMForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 REMOTE_CODE_AUTO_MAP = {
     "AutoModel": "modeling_glm.GLMModel",
-    "AutoModelForCausalLM": "modeling_glm.GLMForConditionalGeneration",
+    "AutoModelForCausalLM": "modeling_glm.GLMForCausalLM",
     "AutoModelForSeq2SeqLM": "modeling_glm.GLMForConditionalGeneration",
     "AutoModelForMultipleChoice": "modeling_glm.GLMForMultipleChoice",
     "AutoModelForSequenceClassification": "modeling_glm.GLMForSequenceClassification",
@@ -921,6 +1131,7 @@ REMOTE_CODE_AUTO_MAP = {
 __all__ = [
     "GLMPreTrainedModel",
     "GLMModel",
+    "GLMForCausalLM",
     "GLMForConditionalGeneration",
     "GLMForMultipleChoice",
     "GLMForSequenceClassification",

@@ -7,7 +7,7 @@ from reference_glm import reference_logits
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from transformers.cache_utils import DynamicCache
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMModel
+from glm_hf import GLMConfig, GLMForCausalLM, GLMForConditionalGeneration, GLMModel
 from glm_hf.blank_infilling import batch_infilling, build_attention_mask, infilling_example
 from glm_hf.transformers_compat import output_cache
 
@@ -375,7 +375,7 @@ def test_auto_classes_resolve(tmp_path):
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert type(loaded) is GLMConfig and loaded.model_type == "glm_hf"
     assert type(AutoModel.from_config(config)) is GLMModel
-    assert type(AutoModelForCausalLM.from_config(config)) is GLMForConditionalGeneration
+    assert type(AutoModelForCausalLM.from_config(config)) is GLMForCausalLM
     assert type(AutoModelForSeq2SeqLM.from_config(config)) is GLMForConditionalGeneration
 
 
