@@ -4,6 +4,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
+from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
 
@@ -69,3 +71,25 @@ def other_python() -> str:
             pytest.fail("GLM_HF_OTHER_PYTHON is not set: CI must run the cross-version tests (see .ci/run).")
         pytest.skip("set GLM_HF_OTHER_PYTHON to a Python whose environment has another transformers release")
     return python
+
+
+SPECIALS = ["<pad>", "<unk>", "[CLS]", "<eos>", "[MASK]", "[sMASK]", "[gMASK]", "<|startofpiece|>", "<|endofpiece|>"]
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer whose special ids match GLMConfig's defaults (the GLM tokenizer is a
+    separate issue; this one only has to agree on ids)."""
+    vocab = {token: i for i, token in enumerate(SPECIALS)} | {f"w{i}": i for i in range(9, 60)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<eos>",
+        mask_token="[MASK]",
+        additional_special_tokens=SPECIALS[5:],
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer

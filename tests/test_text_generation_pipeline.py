@@ -1,30 +1,8 @@
-"""pipeline("text-generation") loads a GLM through AutoModelForCausalLM (the causal head) and continues plain prompts."""
+"""pipeline("text-generation") loads a GLM through AutoModelForCausalLM (the causal head) and continues text."""
 
 import torch
-from conftest import tiny_model
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, pipeline
-
-SPECIALS = ["<pad>", "<unk>", "[CLS]", "<eos>", "[MASK]", "[sMASK]", "[gMASK]", "<|startofpiece|>", "<|endofpiece|>"]
-
-
-def word_tokenizer() -> PreTrainedTokenizerFast:
-    """A whitespace word-level tokenizer whose special ids match GLMConfig's defaults (the GLM tokenizer is a
-    separate issue; this one only has to agree on ids)."""
-    vocab = {token: i for i, token in enumerate(SPECIALS)} | {f"w{i}": i for i in range(9, 60)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        eos_token="<eos>",
-        mask_token="[MASK]",
-        additional_special_tokens=SPECIALS[5:],
-    )
-    tokenizer.padding_side = "left"
-    return tokenizer
+from conftest import tiny_model, word_tokenizer
+from transformers import pipeline
 
 
 def test_text_generation_pipeline_loads_the_causal_head_and_continues_plain_prompts(tmp_path):
