@@ -389,6 +389,21 @@ def frequency_baseline(train: list[Fact], held_out: list[Fact]) -> float:
     return hits / len(held_out)
 
 
+def choice_items(facts: list[Fact], answer_pool: list[Fact], distractors: int = 3, seed: int = 0) -> list[dict]:
+    """Multiple-choice items (lm-eval style) from facts: `context` (the text before the blank), `choices` (the true
+    answer and up to `distractors` other answers of the same kind and language from `answer_pool`, shuffled) and
+    `label` (the true answer's index)."""
+    rng = random.Random(seed)
+    items = []
+    for fact in facts:
+        pool = {f.answer for f in answer_pool if (f.kind, f.language) == (fact.kind, fact.language)} - {fact.answer}
+        choices = [fact.answer, *rng.sample(sorted(pool), min(distractors, len(pool)))]
+        rng.shuffle(choices)
+        context = fact.text.split(MASK)[0].rstrip()
+        items.append({"context": context, "choices": choices, "label": choices.index(fact.answer)})
+    return items
+
+
 def _most_frequent(counter: Counter[str]) -> str:
     return min(counter.items(), key=lambda pair: (-pair[1], pair[0]))[0]
 

@@ -116,30 +116,26 @@ def write_fact_task(folder) -> str:
     from glm_hf import corpus
 
     train, held_out = corpus.split_facts(seed=0)
-    rng = random.Random(0)
-    rows = []
-    for fact in held_out[:40]:
-        others = sorted(
-            {f.answer for f in train if (f.kind, f.language) == (fact.kind, fact.language)} - {fact.answer}
-        )
-        choices = [fact.answer, *rng.sample(others, min(3, len(others)))]
-        rng.shuffle(choices)
-        context, _ = fact.text.split(corpus.MASK)
-        rows.append({"context": context.rstrip(), "choices": choices, "label": choices.index(fact.answer)})
+    rows = corpus.choice_items(held_out[:40], train)
     (folder / "facts.jsonl").write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows))
-    (folder / "glm_facts.yaml").write_text(
-        "task: glm_facts\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {folder / 'facts.jsonl'}\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        "doc_to_text: '{{context}}'\n"
-        "doc_to_choice: '{{choices}}'\n"
-        "doc_to_target: label\n"
-        "target_delimiter: ' '\n"
-        "metric_list:\n  - metric: acc\n"
-    )
+    (folder / "glm_facts.yaml").write_text(LM_EVAL_TASK.format(data=folder / "facts.jsonl"))
     return "glm_facts"
+
+
+LM_EVAL_TASK = """task: glm_facts
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: '{{{{context}}}}'
+doc_to_choice: '{{{{choices}}}}'
+doc_to_target: label
+target_delimiter: ' '
+metric_list:
+  - metric: acc
+"""
 
 
 def test_lm_eval_scores_alike_at_batch_size_1_and_8(tmp_path):
