@@ -5,7 +5,7 @@
 - `pipeline("cloze-classification")`: scores candidate labels as fills of the text's blank (or of a pattern's),
   all candidates in one forward pass; returns labels sorted by probability.
 
-`pipeline("text-generation")` needs nothing extra: `generate()` appends `[gMASK]` to plain prompts.
+`pipeline("text-generation")` needs nothing extra: it loads `GLMForCausalLM` through `AutoModelForCausalLM`.
 """
 
 import torch
