@@ -1,14 +1,9 @@
 """PyTorch GLM: autoregressive blank infilling with 2D positions (GLM, GLM-130B-style, ChatGLM-6B-style)."""
 
-import importlib
-import json
 import os
-import tempfile
 from collections.abc import Callable
 
 import torch
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
-from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 from transformers import GenerationMixin, GradientCheckpointingLayer, PreTrainedModel
 from transformers import initialization as init
@@ -37,6 +32,7 @@ from .blank_infilling import (
     text_positions,
 )
 from .configuration_glm import GLMConfig
+from .hub_glm import GLMHubMixin
 from .quantization import GLMQuantizationConfig  # noqa: F401  (registers the quantizer; travels with saved code)
 from .transformers_compat import (
     ALL_PARALLEL_STYLES,
@@ -61,23 +57,6 @@ def apply_rotary_2d(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotates query and key `[batch, heads, seq, head_dim]`: the first half by position, the second by block."""
     return query * cos + rotate_half_pairs(query) * sin, key * cos + rotate_half_pairs(key) * sin
-
-
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
-
-
-def _thudm_folder(path) -> bool:
-    """Whether `path` is a local folder holding a THUDM GLM (`model_type="glm"` with block positions) or ChatGLM-6B
-    checkpoint rather than a glm-hf one."""
-    config_file = os.path.join(str(path), "config.json")
-    if not os.path.isfile(config_file):
-        return False
-    with open(config_file, encoding="utf-8") as handle:
-        config = json.load(handle)
-    model_type = config.get("model_type")
-    return model_type == "chatglm" or (model_type == "glm" and "block_position_encoding" in config)
 
 
 class GLMRotary2D(nn.Module):
@@ -270,7 +249,7 @@ class GLMBlock(GradientCheckpointingLayer):
         return residual + self.mlp(normed)
 
 
-class GLMPreTrainedModel(PreTrainedModel):
+class GLMPreTrainedModel(GLMHubMixin, PreTrainedModel):
     config_class = GLMConfig
     config: GLMConfig
     base_model_prefix = "glm"
@@ -282,6 +261,14 @@ class GLMPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = True
     _can_record_outputs = {"hidden_states": GLMBlock, "attentions": GLMAttention}
+    # What a saved folder's config.json maps each Auto class to (saved folders load without glm_hf).
+    remote_code_auto_map = {
+        "AutoModel": "modeling_glm.GLMModel",
+        "AutoModelForCausalLM": "modeling_glm.GLMForCausalLM",
+        "AutoModelForSeq2SeqLM": "modeling_glm.GLMForConditionalGeneration",
+        "AutoModelForMultipleChoice": "modeling_glm.GLMForMultipleChoice",
+        "AutoModelForSequenceClassification": "modeling_glm.GLMForSequenceClassification",
+    }
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -309,76 +296,8 @@ class GLMPreTrainedModel(PreTrainedModel):
         super().post_init()
         self._lay_out_widening_weights()
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves weights and config plus this code (`modeling_glm.py` and its sibling files) with an `auto_map` for
-        every GLM head, so `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without glm_hf; with
-        glm_hf installed, also a filled model card `README.md` unless the folder already has one."""
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **REMOTE_CODE_AUTO_MAP}
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        readme = os.path.join(str(save_directory), "README.md")
-        if not os.path.exists(readme):
-            try:  # the card template ships with the glm_hf package, not with the files saved next to a model
-                model_card = importlib.import_module("glm_hf.model_card")
-            except ImportError:
-                return result
-            model_card.write_model_card(save_directory, parameters=self.num_parameters(), save_info=False)
-        return result
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: bool | str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str | None = "50GB",
-        tags: list[str] | None = None,
-    ) -> str:
-        """`PushToHubMixin.push_to_hub`, uploading the filled GLM model card that `save_pretrained` writes; a card
-        already in the repo is kept (with `tags` added), as transformers does."""
-        repo_id = HfApi().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, max_shard_size=max_shard_size)
-            readme = os.path.join(folder, "README.md")
-            try:
-                card = ModelCard.load(repo_id, token=token)
-            except EntryNotFoundError:
-                card = ModelCard(_read_text(readme) if os.path.exists(readme) else "")
-            card.data.tags = sorted({*(card.data.tags or []), *(tags or [])}) or None
-            card.save(readme)
-            operations = [
-                CommitOperationAdd(path_in_repo=name, path_or_fileobj=os.path.join(folder, name))
-                for name in sorted(os.listdir(folder))
-            ]
-            return HfApi(token=token).create_commit(
-                repo_id=repo_id,
-                operations=operations,
-                commit_message=commit_message or "Upload model",
-                commit_description=commit_description,
-                revision=revision,
-                create_pr=create_pr,
-            )
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Loads a glm-hf checkpoint; a local THUDM GLM or ChatGLM-6B folder is converted on the fly into a
-        temporary folder first (for large checkpoints, convert once with `glm-hf convert` instead)."""
-        if _thudm_folder(pretrained_model_name_or_path):
-            try:  # the converter is part of the glm_hf package, not of the files saved next to a checkpoint
-                convert_checkpoint = importlib.import_module("glm_hf.convert.checkpoint").convert_checkpoint
-            except ImportError as error:
-                raise ImportError(
-                    f"{pretrained_model_name_or_path} is a THUDM checkpoint; loading it needs the glm-hf package "
-                    "(pip install glm-hf) or a folder converted with `glm-hf convert`."
-                ) from error
-            with tempfile.TemporaryDirectory() as scratch:
-                converted = convert_checkpoint(
-                    pretrained_model_name_or_path, os.path.join(scratch, "converted"), require_tokenizer=False
-                )
-                return cls.from_pretrained(converted, *args, **kwargs)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model._lay_out_widening_weights()
@@ -1120,13 +1039,6 @@ GLMForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 GLMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 GLMForMultipleChoice.register_for_auto_class("AutoModelForMultipleChoice")
 GLMForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-REMOTE_CODE_AUTO_MAP = {
-    "AutoModel": "modeling_glm.GLMModel",
-    "AutoModelForCausalLM": "modeling_glm.GLMForCausalLM",
-    "AutoModelForSeq2SeqLM": "modeling_glm.GLMForConditionalGeneration",
-    "AutoModelForMultipleChoice": "modeling_glm.GLMForMultipleChoice",
-    "AutoModelForSequenceClassification": "modeling_glm.GLMForSequenceClassification",
-}
 
 __all__ = [
     "GLMPreTrainedModel",

@@ -1,5 +1,6 @@
 """A folder saved under one transformers release loads with `trust_remote_code=True`, without glm_hf, under another
-release (the newest and the declared minimum, both ways) and gives identical logits and greedy tokens."""
+release (the newest and the declared minimum, both ways) and gives identical logits and greedy tokens, through the
+seq2seq head (blank filling) and the causal head (plain continuation)."""
 
 import os
 import subprocess
@@ -12,7 +13,7 @@ from conftest import other_python
 SAVE = """
 import sys
 import torch, transformers
-from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMTokenizer
+from glm_hf import GLMConfig, GLMForCausalLM, GLMForConditionalGeneration, GLMTokenizer
 folder, variant, out = sys.argv[1:]
 texts = ["The capital of France is Paris.", "北京是中国的首都。", "Paris is in France, Tokyo in Japan."] * 30
 tokenizer = GLMTokenizer.train_bpe(texts, vocab_size=300)
@@ -26,26 +27,37 @@ model = GLMForConditionalGeneration(config).eval()
 model.save_pretrained(folder)
 tokenizer.save_pretrained(folder)
 batch = tokenizer(["The capital of France is [MASK].", "北京是[MASK]的首都。"], padding=True, return_tensors="pt")
+causal = GLMForCausalLM.from_pretrained(folder).eval()
+plain = tokenizer(["The capital of France is", "北京是"], padding=True, return_tensors="pt")
 with torch.no_grad():
     logits = model(**batch).logits
     generated = model.generate(**batch, max_new_tokens=6, do_sample=False)
-torch.save({"version": transformers.__version__, "logits": logits, "generated": generated}, out)
+    causal_logits = causal(**plain).logits
+    continued = causal.generate(**plain, max_new_tokens=6, do_sample=False)
+torch.save({"version": transformers.__version__, "logits": logits, "generated": generated,
+            "causal_logits": causal_logits, "continued": continued}, out)
 """
 
 LOAD = """
 import sys
 sys.modules["glm_hf"] = None  # this user does not have glm_hf: importing it fails
 import torch, transformers
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 folder, out = sys.argv[1:]
 tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
 model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
+causal = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+assert type(causal).__name__ == "GLMForCausalLM", type(causal)
 batch = tokenizer(["The capital of France is [MASK].", "北京是[MASK]的首都。"], padding=True, return_tensors="pt")
+plain = tokenizer(["The capital of France is", "北京是"], padding=True, return_tensors="pt")
 with torch.no_grad():
     logits = model(**batch).logits
     generated = model.generate(**batch, max_new_tokens=6, do_sample=False)
-torch.save({"version": transformers.__version__, "logits": logits, "generated": generated}, out)
+    causal_logits = causal(**plain).logits
+    continued = causal.generate(**plain, max_new_tokens=6, do_sample=False)
+torch.save({"version": transformers.__version__, "logits": logits, "generated": generated,
+            "causal_logits": causal_logits, "continued": continued}, out)
 """
 
 
@@ -70,5 +82,5 @@ def test_folder_saved_under_one_release_loads_under_the_other(tmp_path, directio
     saved = run_script(saver, SAVE, [folder, variant], tmp_path)
     loaded = run_script(loader, LOAD, [folder], tmp_path, isolated=True)
     assert saved["version"] != loaded["version"], "both interpreters have the same transformers release"
-    assert torch.equal(loaded["logits"], saved["logits"])
-    assert torch.equal(loaded["generated"], saved["generated"])
+    for output in ("logits", "generated", "causal_logits", "continued"):
+        assert torch.equal(loaded[output], saved[output]), output

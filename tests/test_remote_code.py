@@ -72,6 +72,7 @@ def test_saved_folder_loads_without_glm_hf_and_gives_identical_outputs(tmp_path)
         "blank_infilling.py",
         "tokenization_glm.py",
         "transformers_compat.py",
+        "hub_glm.py",
     }
     assert expected_files <= {p.name for p in folder.iterdir()}
     remote = load_in_clean_process(CLEAN_LOAD, folder, tmp_path)
@@ -112,6 +113,7 @@ def test_push_to_hub_uploads_weights_code_config_and_tokenizer(tmp_path):
         "modeling_glm.py",
         "blank_infilling.py",
         "transformers_compat.py",
+        "hub_glm.py",
         "generation_config.json",
         "model.safetensors",
     }

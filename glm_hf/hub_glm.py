@@ -1,0 +1,114 @@
+"""Hub plumbing of GLM models: saving with the code and a model card, `push_to_hub`, and loading THUDM folders.
+
+Kept apart from `modeling_glm.py` (the network and its heads); saved folders carry this file too, since the model
+classes inherit `GLMHubMixin`.
+"""
+
+import importlib
+import json
+import os
+import tempfile
+from typing import ClassVar
+
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub.errors import EntryNotFoundError
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _thudm_folder(path) -> bool:
+    """Whether `path` is a local folder holding a THUDM GLM (`model_type="glm"` with block positions) or ChatGLM-6B
+    checkpoint rather than a glm-hf one."""
+    config_file = os.path.join(str(path), "config.json")
+    if not os.path.isfile(config_file):
+        return False
+    with open(config_file, encoding="utf-8") as handle:
+        config = json.load(handle)
+    model_type = config.get("model_type")
+    return model_type == "chatglm" or (model_type == "glm" and "block_position_encoding" in config)
+
+
+class GLMHubMixin:
+    """`save_pretrained`, `push_to_hub` and `from_pretrained` for GLM's `PreTrainedModel`s (put before
+    `PreTrainedModel` in the bases). `remote_code_auto_map` names the class each Auto class loads from a saved
+    folder with `trust_remote_code=True`."""
+
+    remote_code_auto_map: ClassVar[dict[str, str]] = {}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves weights and config plus this code (`modeling_glm.py` and its sibling files) with an `auto_map` for
+        every GLM head, so `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without glm_hf; with
+        glm_hf installed, also a filled model card `README.md` unless the folder already has one."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.remote_code_auto_map}
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        readme = os.path.join(str(save_directory), "README.md")
+        if not os.path.exists(readme):
+            try:  # the card template ships with the glm_hf package, not with the files saved next to a model
+                model_card = importlib.import_module("glm_hf.model_card")
+            except ImportError:
+                return result
+            model_card.write_model_card(save_directory, parameters=self.num_parameters(), save_info=False)
+        return result
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ) -> str:
+        """`PushToHubMixin.push_to_hub`, uploading the filled GLM model card that `save_pretrained` writes; a card
+        already in the repo is kept (with `tags` added), as transformers does."""
+        repo_id = HfApi().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            readme = os.path.join(folder, "README.md")
+            try:
+                card = ModelCard.load(repo_id, token=token)
+            except EntryNotFoundError:
+                card = ModelCard(_read_text(readme) if os.path.exists(readme) else "")
+            card.data.tags = sorted({*(card.data.tags or []), *(tags or [])}) or None
+            card.save(readme)
+            operations = [
+                CommitOperationAdd(path_in_repo=name, path_or_fileobj=os.path.join(folder, name))
+                for name in sorted(os.listdir(folder))
+            ]
+            return HfApi(token=token).create_commit(
+                repo_id=repo_id,
+                operations=operations,
+                commit_message=commit_message or "Upload model",
+                commit_description=commit_description,
+                revision=revision,
+                create_pr=create_pr,
+            )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Loads a glm-hf checkpoint; a local THUDM GLM or ChatGLM-6B folder is converted on the fly into a
+        temporary folder first (for large checkpoints, convert once with `glm-hf convert` instead)."""
+        if _thudm_folder(pretrained_model_name_or_path):
+            try:  # the converter is part of the glm_hf package, not of the files saved next to a checkpoint
+                convert_checkpoint = importlib.import_module("glm_hf.convert.checkpoint").convert_checkpoint
+            except ImportError as error:
+                raise ImportError(
+                    f"{pretrained_model_name_or_path} is a THUDM checkpoint; loading it needs the glm-hf package "
+                    "(pip install glm-hf) or a folder converted with `glm-hf convert`."
+                ) from error
+            with tempfile.TemporaryDirectory() as scratch:
+                converted = convert_checkpoint(
+                    pretrained_model_name_or_path, os.path.join(scratch, "converted"), require_tokenizer=False
+                )
+                return cls.from_pretrained(converted, *args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+
+__all__ = ["GLMHubMixin"]
