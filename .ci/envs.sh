@@ -35,11 +35,26 @@ env_versions() {
     "$WORK/$1/bin/python" -c 'import torch, transformers; print(f"transformers {transformers.__version__}, torch {torch.__version__}")'
 }
 
-# run_suite NAME OTHER [CONSTRAINTS]: README's test command in WORK/NAME; the cross-version tests use WORK/OTHER
+# fetch_common_tests NAME: transformers' tests/test_modeling_common.py and tests/test_configuration_common.py from
+# the source distribution of the release installed in WORK/NAME, unpacked into WORK/NAME-transformers-tests
+fetch_common_tests() {
+    local version dir
+    version="$("$WORK/$1/bin/python" -c 'import transformers; print(transformers.__version__)')"
+    dir="$WORK/$1-transformers-tests"
+    mkdir -p "$dir"
+    "$WORK/$1/bin/python" -m pip download --quiet --no-binary :all: --no-deps "transformers==$version" -d "$dir"
+    tar xzf "$dir/transformers-$version.tar.gz" -C "$dir" --strip-components=2 \
+        "transformers-$version/tests/test_modeling_common.py" "transformers-$version/tests/test_configuration_common.py"
+    touch "$dir/__init__.py"
+}
+
+# run_suite NAME OTHER [CONSTRAINTS]: README's test command in WORK/NAME; the cross-version tests use WORK/OTHER,
+# transformers' common tests the files fetch_common_tests unpacked
 run_suite() {
     (
         source "$WORK/$1/bin/activate"
         export PIP_CONSTRAINT="${3:-}" GLM_HF_OTHER_PYTHON="$WORK/$2/bin/python"
+        export GLM_HF_TRANSFORMERS_TESTS="$WORK/$1-transformers-tests"
         echo "=== $1 environment: $(env_versions "$1")"
         echo "=== $TEST_COMMAND"
         eval "$TEST_COMMAND"

@@ -66,6 +66,16 @@ def build_position_ids(
     return torch.stack([position, block], dim=1)
 
 
+def part_a_position_ids(padding_mask: torch.Tensor | None, batch: int, seq_len: int, device) -> torch.Tensor:
+    """2D positions `[batch, 2, seq]` of a sequence that is all Part A (position i counting real tokens, block
+    position 0): what `build_position_ids` gives token ids without a span, for inputs given as embeddings."""
+    if padding_mask is None:
+        position = torch.arange(seq_len, device=device).expand(batch, seq_len)
+    else:
+        position = (padding_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
+    return torch.stack([position, torch.zeros_like(position)], dim=1)
+
+
 def build_attention_mask(
     sep: torch.Tensor,
     query_length: int,

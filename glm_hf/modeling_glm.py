@@ -29,6 +29,7 @@ from .blank_infilling import (
     multiple_choice_layout,
     next_position_ids,
     part_a_length,
+    part_a_position_ids,
     text_positions,
 )
 from .configuration_glm import GLMConfig
@@ -478,12 +479,13 @@ class GLMModel(GLMPreTrainedModel):
                     "position_ids are required when continuing from a KV cache: the new tokens' positions "
                     "depend on the blank they fill. Use blank_infilling.next_position_ids or model.generate()."
                 )
-            if input_ids is None:
-                raise ValueError("position_ids are required with inputs_embeds (they cannot be derived from tokens).")
             padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
-            position_ids = build_position_ids(
-                input_ids, self.config.blank_token_ids, self.config.sop_token_id, padding
-            )
+            if input_ids is None:  # embeddings: Part A positions (see _resolve_attention_mask)
+                position_ids = part_a_position_ids(padding, batch, seq_len, inputs_embeds.device)
+            else:
+                position_ids = build_position_ids(
+                    input_ids, self.config.blank_token_ids, self.config.sop_token_id, padding
+                )
         elif position_ids.dim() == 2:
             position_ids = torch.stack([position_ids, torch.zeros_like(position_ids)], dim=1)
         if position_ids.shape != (batch, 2, seq_len):
@@ -548,10 +550,9 @@ class GLMModel(GLMPreTrainedModel):
                     return None
                 sep = torch.zeros(batch, dtype=torch.long, device=inputs_embeds.device)
             elif input_ids is None:
-                raise ValueError(
-                    "With inputs_embeds, pass attention_mask as Part A lengths [batch] or a 4D mask: Part A cannot be "
-                    "found without token ids."
-                )
+                # Without token ids no <|startofpiece|> can be found: embeddings are read as Part A, like token ids
+                # without a span; give Part A lengths or a 4D mask for layouts with Part B.
+                sep = torch.full((batch,), seq_len, dtype=torch.long, device=inputs_embeds.device)
             else:
                 sep = part_a_length(input_ids, self.config.sop_token_id)
         return build_attention_mask(sep, seq_len, key_length, padding, past_length)
@@ -781,19 +782,25 @@ class GLMForCausalLM(GLMWithVocabularyHead, GenerationMixin):
         use_cache = self.config.use_cache if use_cache is None else use_cache
         checkpointing = self.training and torch.is_grad_enabled() and self.is_activation_checkpointing
         if (use_cache or cache is not None) and not checkpointing:
-            hidden_states, cache = self._cached_forward(
+            outputs, cache = self._cached_forward(
                 input_ids, inputs_embeds, padding, positions, cache, past_length, prefix_key_values, **kwargs
             )
         else:
-            hidden_states, cache = self._prefixed_forward(input_ids, inputs_embeds, padding, positions, **kwargs)
+            outputs, cache = self._prefixed_forward(input_ids, inputs_embeds, padding, positions, **kwargs)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])
+        logits = self.lm_head(outputs.last_hidden_state[:, keep, :])
         loss = None
         if labels is not None:
             if labels.shape != (batch, seq_len):
                 raise ValueError(f"labels must have the inputs' shape {[batch, seq_len]}, got {list(labels.shape)}.")
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, **cache_output(cache))
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            **cache_output(cache),
+        )
 
     def left_to_right_prefix_key_values(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the keys and values of `[gMASK] <|startofpiece|>`: the same for every text (the prefix sees
@@ -832,7 +839,8 @@ class GLMForCausalLM(GLMWithVocabularyHead, GenerationMixin):
         return position_ids
 
     def _cached_forward(self, input_ids, inputs_embeds, padding, positions, cache, past_length, prefix, **kwargs):
-        """The text after the prefix's stored keys and values; the cache holds the text's tokens only."""
+        """The text after the prefix's stored keys and values; the cache holds the text's tokens only. Returns the
+        body's outputs (covering the text) and the cache."""
         seq_len = positions.shape[-1]
         batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
         cache = cache if cache is not None else DynamicCache(config=self.config)
@@ -851,7 +859,9 @@ class GLMForCausalLM(GLMWithVocabularyHead, GenerationMixin):
             prefix_key_values=prefix if prefix is not None else self.left_to_right_prefix_key_values(),
             **kwargs,
         )
-        return outputs.last_hidden_state, cache
+        if outputs.attentions is not None:  # the weights on the two prefix keys are left out
+            outputs.attentions = tuple(weights[..., LEFT_TO_RIGHT_PREFIX_LENGTH:] for weights in outputs.attentions)
+        return outputs, cache
 
     def _prefixed_forward(self, input_ids, inputs_embeds, padding, positions, **kwargs):
         """The prefix and the text in one sequence, without a cache (training, also under activation
@@ -881,7 +891,13 @@ class GLMForCausalLM(GLMWithVocabularyHead, GenerationMixin):
             use_cache=False,
             **kwargs,
         )
-        return outputs.last_hidden_state[:, LEFT_TO_RIGHT_PREFIX_LENGTH:], None
+        text = slice(LEFT_TO_RIGHT_PREFIX_LENGTH, None)
+        outputs.last_hidden_state = outputs.last_hidden_state[:, text]
+        if outputs.hidden_states is not None:
+            outputs.hidden_states = tuple(states[:, text] for states in outputs.hidden_states)
+        if outputs.attentions is not None:  # the weights on the two prefix keys are left out
+            outputs.attentions = tuple(weights[..., text, text] for weights in outputs.attentions)
+        return outputs, None
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):

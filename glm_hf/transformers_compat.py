@@ -29,6 +29,7 @@ nowhere else (README's "Compatibility" section lists them):
 """
 
 import dataclasses
+import warnings
 
 import torch
 from transformers.cache_utils import Cache
@@ -49,9 +50,12 @@ CACHE_FIELD = (
 
 
 def select_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
-    """The cache a forward was given, under its 5.24 name `cache` or its 5.23 name `past_key_values`."""
+    """The cache a forward was given, under its 5.24 name `cache` or its 5.23 name `past_key_values`; the old name
+    gets transformers' deprecation warning where the installed release has renamed it (as its built-in models do)."""
     if cache is not None and past_key_values is not None:
         raise ValueError("Pass the KV cache once, as `cache` (or its older name `past_key_values`), not as both.")
+    if past_key_values is not None and CACHE_FIELD == "cache":
+        warnings.warn("`past_key_values` is deprecated: pass the KV cache as `cache`.", FutureWarning, stacklevel=3)
     return cache if cache is not None else past_key_values
 
 

@@ -18,6 +18,7 @@ source .ci/envs.sh
 candidate_pin="$(pin "${1:-}")"
 build_env candidate "$candidate_pin"
 build_env minimum "$(pin "$MINIMUM_TRANSFORMERS")"
+fetch_common_tests candidate
 run_suite candidate minimum "$candidate_pin"
 echo "=== glm-hf demo under $(env_versions candidate)"
 started=$(date +%s)

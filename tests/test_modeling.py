@@ -9,7 +9,7 @@ from transformers.cache_utils import DynamicCache
 
 from glm_hf import GLMConfig, GLMForCausalLM, GLMForConditionalGeneration, GLMModel
 from glm_hf.blank_infilling import batch_infilling, build_attention_mask, infilling_example
-from glm_hf.transformers_compat import output_cache
+from glm_hf.transformers_compat import CACHE_FIELD, output_cache
 
 BLANKS = [4, 5, 6]
 EOP = 8
@@ -168,7 +168,7 @@ def test_cache_equals_no_cache(variant):
     cache = output_cache(prefix)
     step_logits = []
     for i in range(split, ids.shape[1]):
-        out = model(ids[:, i : i + 1], position_ids=positions[..., i : i + 1], past_key_values=cache, use_cache=True)
+        out = model(ids[:, i : i + 1], position_ids=positions[..., i : i + 1], **{CACHE_FIELD: cache}, use_cache=True)
         step_logits.append(out.logits)
     torch.testing.assert_close(prefix.logits, full[:, :split], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.cat(step_logits, 1), full[:, split:], atol=1e-5, rtol=1e-5)
@@ -418,4 +418,4 @@ def test_bad_inputs_raise_clear_errors():
         model()
     cache = output_cache(model(ids, use_cache=True))
     with pytest.raises(ValueError, match="position_ids are required when continuing"):
-        model(torch.tensor([[12]]), past_key_values=cache)
+        model(torch.tensor([[12]]), **{CACHE_FIELD: cache})
