@@ -22,5 +22,5 @@ fetch_common_tests candidate
 run_suite candidate minimum "$candidate_pin"
 echo "=== glm-hf demo under $(env_versions candidate)"
 started=$(date +%s)
-"$WORK/candidate/bin/glm-hf" demo --output "$WORK/glm-demo" | tail -4
+"$WORK/candidate/bin/glm-hf" demo --output "$WORK/glm-demo" | tail -n 20
 echo "=== canary passed: $(env_versions candidate); demo took $(( $(date +%s) - started )) s"
