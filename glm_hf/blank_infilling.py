@@ -144,6 +144,15 @@ def next_position_ids(position_ids: torch.Tensor, num_new_tokens: int = 1) -> to
     return torch.stack([last[:, 0].expand(-1, num_new_tokens), last[:, 1] + steps], dim=1)
 
 
+def span_continuation(prompt_position_ids: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """Positions `[batch, 2, length]` of the tokens at indices `start .. start + length - 1` of a sequence whose
+    first tokens have `prompt_position_ids`; tokens past the prompt continue its last span."""
+    extra = start + length - prompt_position_ids.shape[-1]
+    if extra > 0:
+        prompt_position_ids = torch.cat([prompt_position_ids, next_position_ids(prompt_position_ids, extra)], dim=-1)
+    return prompt_position_ids[..., start : start + length]
+
+
 @dataclass
 class GenerationLayout:
     """Inputs that make `generate()` fill the first blank of each row."""
@@ -159,8 +168,9 @@ def generation_layout(
     sop_token_id: int,
     padding_mask: torch.Tensor | None = None,
 ) -> GenerationLayout:
-    """Appends `<|startofpiece|>` (unless every row already ends with it) and builds the positions for filling the
-    first blank of each row. Rows must be left-padded and must contain a blank before the span starts."""
+    """Appends `<|startofpiece|>` and builds the positions for filling the first blank of each row; rows that already
+    hold a started span (a previous output being continued) are continued as they are. Rows must be left-padded and
+    must contain a blank before the span starts."""
     if padding_mask is None:
         padding_mask = torch.ones_like(input_ids)
     if not padding_mask[:, -1].bool().all():
@@ -168,7 +178,13 @@ def generation_layout(
             "generate() needs left-padded inputs: the last column of attention_mask has padding. "
             "Set tokenizer.padding_side = 'left' before batching prompts."
         )
-    if not (input_ids[:, -1] == sop_token_id).all():
+    started = (input_ids == sop_token_id).any(-1)
+    if started.any() and not started.all():
+        raise ValueError(
+            "generate() got a batch mixing prompts with a started span (<|startofpiece|>, a previous output being "
+            "continued) and prompts without one; continue them in separate batches."
+        )
+    if not started.all():
         sop = torch.full_like(input_ids[:, :1], sop_token_id)
         input_ids = torch.cat([input_ids, sop], dim=-1)
         padding_mask = torch.cat([padding_mask, torch.ones_like(padding_mask[:, :1])], dim=-1)

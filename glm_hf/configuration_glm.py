@@ -122,6 +122,7 @@ class GLMConfig(PreTrainedConfig):
     verbalizer_ids: list[list[int]] | None = None
     cloze_prefix_ids: list[int] | None = None
     cloze_suffix_ids: list[int] | None = None
+    bos_token_id: int | None = None  # GLM's text has no beginning-of-sequence token; declared for generic tools
     pad_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["pad_token_id"]
     eos_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["eos_token_id"]
     mask_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["mask_token_id"]

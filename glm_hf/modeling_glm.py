@@ -27,9 +27,9 @@ from .blank_infilling import (
     left_to_right_position_ids,
     left_to_right_prefix,
     multiple_choice_layout,
-    next_position_ids,
     part_a_length,
     part_a_position_ids,
+    span_continuation,
     text_positions,
 )
 from .configuration_glm import GLMConfig
@@ -487,6 +487,11 @@ class GLMModel(GLMPreTrainedModel):
                     input_ids, self.config.blank_token_ids, self.config.sop_token_id, padding
                 )
         elif position_ids.dim() == 2:
+            if seq_len > 1 and bool((position_ids[:, 1:] < position_ids[:, :-1]).any()):
+                raise ValueError(
+                    "1D position_ids restart inside a row: packed sequences (e.g. DataCollatorWithFlattening) would "
+                    "attend to each other, which GLM does not support; pad the sequences into separate rows."
+                )
             position_ids = torch.stack([position_ids, torch.zeros_like(position_ids)], dim=1)
         if position_ids.shape != (batch, 2, seq_len):
             raise ValueError(
@@ -598,20 +603,31 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        prompt_position_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
+        prompt_position_ids (`torch.LongTensor` `[batch, 2, prompt]`, *optional*):
+            What `generate()` passes instead of `position_ids`: the 2D positions of the prompt, whose last span every
+            later token continues (same position, block position + 1). The positions of the tokens of each call are
+            read off by their index in the sequence, so cache continuation and assisted decoding's drafts need no
+            position bookkeeping.
         labels (`torch.LongTensor` of shape `[batch, seq]`, *optional*):
             Targets aligned with the inputs: `labels[i]` is the token the model should predict at position i
             (in Part B, the next span token or `<|endofpiece|>`); -100 positions are ignored. In training mode
             only the labelled positions are projected onto the vocabulary (GLM's loss covers Part B only), and
             `logits` is None; in eval mode, or without labels, full logits are returned.
         """
+        cache = select_cache(cache, past_key_values)
+        if position_ids is None and prompt_position_ids is not None:
+            seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+            past_length = cache.get_seq_length() if cache is not None else 0
+            position_ids = span_continuation(prompt_position_ids, past_length, seq_len)
         outputs: BaseModelOutputWithPast = self.glm(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=select_cache(cache, past_key_values),
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -669,7 +685,14 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
             input_ids = layout.input_ids
             kwargs["attention_mask"] = layout.attention_mask
             kwargs["position_ids"] = layout.position_ids
+        # GLM's positions travel as the prompt's (see forward): transformers' own position bookkeeping advances every
+        # row of a position tensor, which is wrong for GLM's first row (the blank's position stays fixed).
+        kwargs["prompt_position_ids"] = kwargs.pop("position_ids")
         return super().generate(input_ids, generation_config, **kwargs)
+
+    def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
+        """None: positions come from `prompt_position_ids` (see generate)."""
+        return None
 
     def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
         """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches:
@@ -679,36 +702,17 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
     def _continue_plain_prompts(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Appends `[gMASK]` when no prompt of the batch has a blank or a started span: plain text is continued
-        left to right (what `pipeline("text-generation")` users expect). A batch mixing both raises later."""
+        """Appends `[gMASK]` to each prompt that has no blank and no started span, so plain text is continued left to
+        right; the other rows of the batch get one more left padding instead, keeping the batch left-padded."""
         special = torch.tensor([*self.config.blank_token_ids, self.config.sop_token_id], device=input_ids.device)
-        if self.config.gmask_token_id is None or torch.isin(input_ids, special).any():
+        plain = ~torch.isin(input_ids, special).any(-1, keepdim=True)
+        if self.config.gmask_token_id is None or not plain.any():
             return input_ids, attention_mask
-        gmask = torch.full_like(input_ids[:, :1], self.config.gmask_token_id)
-        if attention_mask is not None:
-            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=-1)
-        return torch.cat([input_ids, gmask], dim=-1), attention_mask
-
-    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
-        position_ids = model_kwargs.pop("position_ids", None)
-        input_ids, model_kwargs = super()._expand_inputs_for_generation(
-            expand_size, is_encoder_decoder, input_ids, **model_kwargs
-        )
-        if position_ids is not None:
-            model_kwargs["position_ids"] = position_ids.repeat_interleave(expand_size, dim=0)
-        return input_ids, model_kwargs
-
-    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
-        position_ids = model_kwargs.pop("position_ids", None)
-        model_kwargs = super()._update_model_kwargs_for_generation(
-            outputs, model_kwargs, is_encoder_decoder, num_new_tokens
-        )
-        if position_ids is not None:
-            if position_ids.dim() == 2:
-                position_ids = torch.stack([position_ids, torch.zeros_like(position_ids)], dim=1)
-            new = next_position_ids(position_ids, num_new_tokens)
-            model_kwargs["position_ids"] = torch.cat([position_ids, new], dim=-1)
-        return model_kwargs
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        column = torch.ones_like(input_ids[:, :1])
+        appended = torch.cat([input_ids, column * self.config.gmask_token_id], -1), torch.cat([mask, column], -1)
+        shifted = torch.cat([column * self.config.pad_token_id, input_ids], -1), torch.cat([column * 0, mask], -1)
+        return torch.where(plain, appended[0], shifted[0]), torch.where(plain, appended[1], shifted[1])
 
 
 def left_padded_part_a(

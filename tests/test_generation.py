@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import EOP, GMASK, MASK, PAD, SMASK, SOP, random_words, tiny_model
 
-from glm_hf.transformers_compat import output_cache
+from glm_hf.transformers_compat import CACHE_FIELD, output_cache
 
 VARIANTS = {
     "glm": {},
@@ -161,8 +161,8 @@ def test_prompts_without_blanks_are_continued_after_an_appended_gmask():
 
 def test_bad_prompts_raise_clear_errors():
     model = tiny_model()
-    with pytest.raises(ValueError, match="no blank to fill"):
-        model.generate(torch.tensor([[10, 11, 12], [10, MASK, 12]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="mixing prompts with a started span"):
+        model.generate(torch.tensor([[10, 11, MASK, SOP], [10, MASK, 12, 13]]), max_new_tokens=2)
     with pytest.raises(ValueError, match="max_position_embeddings=64"):
         model.generate(prompt(11, 70, 0), max_new_tokens=2)
     with pytest.raises(ValueError, match="left-padded"):
@@ -187,3 +187,36 @@ def test_static_cache_matches_dynamic_cache(variant):
     assert static.sequences.tolist() == dynamic.sequences.tolist()
     torch.testing.assert_close(torch.stack(static.scores), torch.stack(dynamic.scores), atol=1e-5, rtol=1e-5)
     assert len(set(dynamic.sequences[:, -6:].flatten().tolist())) > 2, "degenerate output proves nothing"
+
+
+def test_a_batch_may_mix_prompts_with_and_without_blanks():
+    """Each prompt without a blank gets its own [gMASK] (plain continuation); the others keep their blank."""
+    model = gen_model()
+    plain, blank = torch.tensor([[10, 11, 12, 13]]), torch.tensor([[14, MASK, 15, 16]])
+    mixed = model.generate(torch.cat([plain, blank]), max_new_tokens=4, do_sample=False, **no_stop(model))
+    for row, alone in enumerate((plain, blank)):
+        expected = model.generate(alone, max_new_tokens=4, do_sample=False, **no_stop(model))
+        assert torch.equal(mixed[row, -4:], expected[0, -4:])
+
+
+def test_generation_continues_from_a_previous_output_and_its_cache():
+    model = gen_model()
+    ids = prompt(15, 3, 2)
+    options = dict(do_sample=False, return_dict_in_generate=True, **no_stop(model))
+    first = model.generate(ids, max_new_tokens=3, **options)
+    continued = model.generate(first.sequences, **{CACHE_FIELD: output_cache(first)}, max_new_tokens=4, **options)
+    assert torch.equal(continued.sequences, model.generate(ids, max_new_tokens=7, **options).sequences)
+
+
+@pytest.mark.parametrize("assistant", ["draft_model", "itself", "prompt_lookup"])
+def test_assisted_decoding_equals_greedy(assistant):
+    """Draft tokens are verified at the blank's position with increasing block positions, like greedy steps."""
+    model = gen_model()
+    ids = torch.cat([prompt(16, 3, 2), random_words(torch.Generator().manual_seed(3), 1, 4)], 1)
+    greedy = model.generate(ids, max_new_tokens=8, do_sample=False, **no_stop(model))
+    options = {
+        "draft_model": {"assistant_model": gen_model(seed=1, num_hidden_layers=1)},
+        "itself": {"assistant_model": gen_model()},
+        "prompt_lookup": {"prompt_lookup_num_tokens": 2},
+    }[assistant]
+    assert torch.equal(model.generate(ids, max_new_tokens=8, do_sample=False, **no_stop(model), **options), greedy)

@@ -419,3 +419,20 @@ def test_bad_inputs_raise_clear_errors():
     cache = output_cache(model(ids, use_cache=True))
     with pytest.raises(ValueError, match="position_ids are required when continuing"):
         model(torch.tensor([[12]]), **{CACHE_FIELD: cache})
+
+
+def test_inputs_embeds_with_a_padding_mask_read_as_part_a():
+    """Embeddings cannot show a <|startofpiece|>, so with a 2D mask they are Part A, like token ids without a span."""
+    model = tiny_model()
+    ids = random_words(torch.Generator().manual_seed(0), 2, 6)
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    embeds = model.get_input_embeddings()(ids)
+    expected = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(model(inputs_embeds=embeds, attention_mask=mask).logits, expected)
+
+
+def test_packed_sequences_are_refused_and_bos_token_id_exists():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="packed sequences"):
+        model(torch.tensor([[10, 11, 12, 13]]), position_ids=torch.tensor([[0, 1, 0, 1]]))
+    assert model.config.bos_token_id is None
