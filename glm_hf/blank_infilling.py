@@ -24,6 +24,14 @@ def part_a_length(input_ids: torch.Tensor, sop_token_id: int) -> torch.Tensor:
     return first.min(dim=-1).values
 
 
+def part_a_length_from_positions(position_ids: torch.Tensor) -> torch.Tensor:
+    """Per-row Part A length read off 2D positions `[batch, 2, seq]`: Part B starts at the first token with a block
+    position (for inputs without token ids, e.g. embeddings)."""
+    in_b = position_ids[:, 1] > 0
+    seq_len = in_b.shape[-1]
+    return torch.where(in_b, torch.arange(seq_len, device=in_b.device), seq_len).min(dim=-1).values
+
+
 def build_position_ids(
     input_ids: torch.Tensor,
     blank_token_ids: list[int],

@@ -28,6 +28,7 @@ from .blank_infilling import (
     left_to_right_prefix,
     multiple_choice_layout,
     part_a_length,
+    part_a_length_from_positions,
     part_a_position_ids,
     span_continuation,
     text_positions,
@@ -436,10 +437,24 @@ class GLMModel(GLMPreTrainedModel):
         prefix_length = 0 if prefix_key_values is None else prefix_key_values[0][0].shape[-2]
         if prefix_length and (attention_mask is None or attention_mask.dim() != 4):
             raise ValueError("prefix_key_values need a 4D attention_mask that covers the prefix keys.")
-        mask = self._resolve_attention_mask(
-            input_ids, attention_mask, inputs_embeds, cache, past_length, prefix_length
-        )
+        seen_length = past_length + inputs_embeds.shape[1]
+        if (
+            attention_mask is not None
+            and attention_mask.dim() in (2, 3)
+            and attention_mask.shape
+            != (
+                inputs_embeds.shape[0],
+                seen_length,
+            )
+        ):
+            raise ValueError(
+                f"A 2D attention_mask (padding) must have shape [batch, past + seq] = "
+                f"{[inputs_embeds.shape[0], seen_length]}, got {list(attention_mask.shape)}."
+            )
         position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
+        mask = self._resolve_attention_mask(
+            input_ids, attention_mask, inputs_embeds, cache, past_length, position_ids, prefix_length
+        )
         hidden_states, rotary = self.embed(inputs_embeds, position_ids)
         layer_cache = cache if prefix_key_values is None else PrefixedKeyValues(prefix_key_values, cache)
         for layer in self.layers:
@@ -514,6 +529,7 @@ class GLMModel(GLMPreTrainedModel):
         inputs_embeds: torch.Tensor,
         cache: Cache | None,
         past_length: int,
+        position_ids: torch.Tensor,
         prefix_length: int = 0,
     ) -> torch.Tensor | None:
         batch, seq_len = inputs_embeds.shape[:2]
@@ -541,13 +557,7 @@ class GLMModel(GLMPreTrainedModel):
                 )
             sep = attention_mask.to(inputs_embeds.device, torch.long).reshape(-1).expand(batch)
         else:
-            if attention_mask is not None:
-                if attention_mask.shape != (batch, seen_length):
-                    raise ValueError(
-                        f"A 2D attention_mask (padding) must have shape [batch, past + seq] = {[batch, seen_length]}, "
-                        f"got {list(attention_mask.shape)}."
-                    )
-                padding = attention_mask
+            padding = attention_mask
             if past_length > 0:
                 # Continuing from a cache: the cached prefix already holds Part A, new tokens are Part B.
                 no_padding = padding is None or bool(padding.all())
@@ -555,9 +565,9 @@ class GLMModel(GLMPreTrainedModel):
                     return None
                 sep = torch.zeros(batch, dtype=torch.long, device=inputs_embeds.device)
             elif input_ids is None:
-                # Without token ids no <|startofpiece|> can be found: embeddings are read as Part A, like token ids
-                # without a span; give Part A lengths or a 4D mask for layouts with Part B.
-                sep = torch.full((batch,), seq_len, dtype=torch.long, device=inputs_embeds.device)
+                # Without token ids no <|startofpiece|> can be found: Part B starts at the first token with a block
+                # position (none without explicit positions: embeddings are then all Part A).
+                sep = part_a_length_from_positions(position_ids)
             else:
                 sep = part_a_length(input_ids, self.config.sop_token_id)
         return build_attention_mask(sep, seq_len, key_length, padding, past_length)
@@ -666,8 +676,12 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
         """Fills the first blank (`[MASK]`/`[sMASK]`/`[gMASK]`) of each prompt; `[gMASK]` at the end of the prompt
         is left-to-right generation, and prompts without any blank get one appended (plain continuation).
         Returns `prompt + <|startofpiece|> + fill` per row; generation stops at `<|endofpiece|>`. Batched prompts
-        must be left-padded. All `GenerationMixin.generate` options apply."""
+        must be left-padded. All `GenerationMixin.generate` options apply. A prompt given as `inputs_embeds` (no
+        token ids to find a blank in) is continued left to right; only the new tokens are returned, as for any
+        model given embeddings."""
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+        if input_ids is None and kwargs.get("inputs_embeds") is not None:
+            return super().generate(generation_config=generation_config, **self._continue_embedded_prompt(kwargs))
         if input_ids is None:
             raise ValueError("GLM generate() needs input_ids holding a blank ([MASK], [sMASK] or [gMASK]).")
         attention_mask = kwargs.get("attention_mask")
@@ -693,6 +707,20 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
         """None: positions come from `prompt_position_ids` (see generate)."""
         return None
+
+    def _continue_embedded_prompt(self, kwargs: dict) -> dict:
+        """generate() kwargs for an embedded prompt: the embeddings as Part A, then `[gMASK] <|startofpiece|>`."""
+        embeds = kwargs.pop("inputs_embeds")
+        batch = embeds.shape[0]
+        ids = torch.tensor([[self.config.gmask_token_id, self.config.sop_token_id]], device=embeds.device)
+        embeds = torch.cat([embeds, self.get_input_embeddings()(ids).to(embeds.dtype).expand(batch, -1, -1)], 1)
+        mask = kwargs.pop("attention_mask", None)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device) if mask is None else mask
+        mask = torch.cat([mask, torch.ones_like(mask[:, :2])], dim=1)
+        positions = part_a_position_ids(mask[:, :-1], batch, mask.shape[1] - 1, embeds.device)
+        sop = torch.stack([positions[:, 0, -1:], torch.ones_like(positions[:, 0, -1:])], dim=1)
+        prompt_positions = torch.cat([positions, sop], dim=-1)
+        return {**kwargs, "inputs_embeds": embeds, "attention_mask": mask, "prompt_position_ids": prompt_positions}
 
     def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
         """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches:

@@ -220,3 +220,13 @@ def test_assisted_decoding_equals_greedy(assistant):
         "prompt_lookup": {"prompt_lookup_num_tokens": 2},
     }[assistant]
     assert torch.equal(model.generate(ids, max_new_tokens=8, do_sample=False, **no_stop(model), **options), greedy)
+
+
+def test_an_embedded_prompt_is_continued_like_the_same_plain_prompt():
+    model = gen_model()
+    ids = random_words(torch.Generator().manual_seed(4), 2, 5)
+    mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    options = dict(attention_mask=mask, max_new_tokens=4, do_sample=False, **no_stop(model))
+    from_ids = model.generate(ids, **options)
+    from_embeds = model.generate(inputs_embeds=model.get_input_embeddings()(ids), **options)
+    assert torch.equal(from_embeds, from_ids[:, -4:])
