@@ -437,20 +437,7 @@ class GLMModel(GLMPreTrainedModel):
         prefix_length = 0 if prefix_key_values is None else prefix_key_values[0][0].shape[-2]
         if prefix_length and (attention_mask is None or attention_mask.dim() != 4):
             raise ValueError("prefix_key_values need a 4D attention_mask that covers the prefix keys.")
-        seen_length = past_length + inputs_embeds.shape[1]
-        if (
-            attention_mask is not None
-            and attention_mask.dim() in (2, 3)
-            and attention_mask.shape
-            != (
-                inputs_embeds.shape[0],
-                seen_length,
-            )
-        ):
-            raise ValueError(
-                f"A 2D attention_mask (padding) must have shape [batch, past + seq] = "
-                f"{[inputs_embeds.shape[0], seen_length]}, got {list(attention_mask.shape)}."
-            )
+        self._check_padding_mask(attention_mask, inputs_embeds.shape[0], past_length + inputs_embeds.shape[1])
         position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
         mask = self._resolve_attention_mask(
             input_ids, attention_mask, inputs_embeds, cache, past_length, position_ids, prefix_length
@@ -478,6 +465,17 @@ class GLMModel(GLMPreTrainedModel):
         else:
             rotary = self.rotary(position_ids, inputs_embeds.dtype)
         return self.embedding_dropout(inputs_embeds), rotary
+
+    @staticmethod
+    def _check_padding_mask(attention_mask: torch.Tensor | None, batch: int, seen_length: int) -> None:
+        """A padding mask (any mask that is neither Part A lengths nor 4D) must cover the cached and new tokens."""
+        if attention_mask is None or attention_mask.dim() in (0, 1, 4):
+            return
+        if attention_mask.shape != (batch, seen_length):
+            raise ValueError(
+                f"A 2D attention_mask (padding) must have shape [batch, past + seq] = {[batch, seen_length]}, "
+                f"got {list(attention_mask.shape)}."
+            )
 
     def _resolve_position_ids(
         self,
