@@ -6,7 +6,7 @@ from conftest import tiny_config
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from glm_hf import GLMForConditionalGeneration
+from glm_hf import GLMForCausalLM, GLMForConditionalGeneration
 from glm_hf.blank_infilling import batch_infilling, infilling_example
 
 peft = pytest.importorskip("peft")
@@ -88,3 +88,23 @@ def test_bf16_autocast_forward_and_backward_run():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_prompt_tuning_trains_virtual_tokens_of_the_causal_head():
+    """PEFT's prompt tuning feeds `inputs_embeds` with a 2D mask, in forward and in generate()."""
+    from peft import PromptTuningConfig
+
+    torch.manual_seed(0)
+    base = GLMForCausalLM(tiny_config(initializer_range=0.3))
+    model = peft.get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    ids = torch.randint(9, 60, (2, 6))
+    mask = torch.ones_like(ids)
+    out = model(input_ids=ids, attention_mask=mask, labels=ids)
+    assert out.logits.shape == (2, 4 + 6, 60)
+    out.loss.backward()
+    trained = {name for name, parameter in model.named_parameters() if parameter.grad is not None}
+    assert trained == {"prompt_encoder.default.embedding.weight"}
+    generated = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False, eos_token_id=None
+    )
+    assert generated.shape == (2, 9) and torch.equal(generated[:, :6], ids)
