@@ -24,8 +24,8 @@ nowhere else (README's "Compatibility" section lists them):
   tensor-parallel style must join for `tp_plan="auto"`, and the base of GLM's GeGLU style.
 - `transformers.convert_slow_tokenizer.SentencePieceExtractor` (converter only, never in saved folders): reads a
   SentencePiece model's vocabulary and merges.
-- `GenerationMixin._expand_inputs_for_generation` / `_update_model_kwargs_for_generation` are overridden, not
-  imported: they are the hooks generate() offers for models whose position ids are not 1D (GLM's are 2D).
+- `GenerationMixin._prepare_position_ids_for_generation` is overridden, not imported: the seq2seq head returns None
+  there, since GLM's 2D positions travel as `prompt_position_ids` instead of transformers' position bookkeeping.
 """
 
 import dataclasses
