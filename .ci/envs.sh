@@ -1,9 +1,11 @@
 # Shared by .ci/run and scripts/upgrade_canary.sh: fresh virtual environments built with README's own commands.
 # Source it from the repository root after setting WORK (a scratch folder).
 
-TEST_COMMAND="$(grep -m1 -E '^pip install torch==[0-9.]+ && pip install -e "\.\[test\]" && ' README.md || true)"
+# The CPU wheel; an unpinned torch would pull a multi-GB CUDA build. README's commands must install it first.
+TORCH_PIN="torch==2.13.0"
+TEST_COMMAND="$(grep -m1 -F "pip install $TORCH_PIN && pip install -e \".[test]\" && " README.md || true)"
 if [[ -z "$TEST_COMMAND" ]]; then
-    echo "README.md has no test command line (pip install torch==... && pip install -e \".[test]\" && ...)" >&2
+    echo "README.md has no test command line (pip install $TORCH_PIN && pip install -e \".[test]\" && ...)" >&2
     exit 1
 fi
 INSTALL_COMMAND="${TEST_COMMAND%% && ruff*}"
@@ -20,13 +22,16 @@ pin() {
     fi
 }
 
-# build NAME [CONSTRAINTS]: a fresh venv WORK/NAME, installed by README's install steps
+# build NAME [CONSTRAINTS]: a fresh venv WORK/NAME (never the machine's site-packages): the pinned CPU torch, then
+# README's install steps
 build_env() {
     python3 -m venv "$WORK/$1"
     (
         source "$WORK/$1/bin/activate"
         export PIP_CONSTRAINT="${2:-}"
-        eval "$INSTALL_COMMAND" > "$WORK/$1-install.log" 2>&1 || { tail -50 "$WORK/$1-install.log"; exit 1; }
+        {
+            python -m pip install "$TORCH_PIN" && eval "$INSTALL_COMMAND"
+        } > "$WORK/$1-install.log" 2>&1 || { tail -50 "$WORK/$1-install.log"; exit 1; }
     )
 }
 
