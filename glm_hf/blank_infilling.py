@@ -77,11 +77,17 @@ def build_position_ids(
 def part_a_position_ids(padding_mask: torch.Tensor | None, batch: int, seq_len: int, device) -> torch.Tensor:
     """2D positions `[batch, 2, seq]` of a sequence that is all Part A (position i counting real tokens, block
     position 0): what `build_position_ids` gives token ids without a span, for inputs given as embeddings."""
-    if padding_mask is None:
-        position = torch.arange(seq_len, device=device).expand(batch, seq_len)
-    else:
-        position = (padding_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_len:]
+    position = text_positions(padding_mask, 0, seq_len, device).expand(batch, seq_len)
     return torch.stack([position, torch.zeros_like(position)], dim=1)
+
+
+def span_after_part_a_position_ids(padding_mask: torch.Tensor) -> torch.Tensor:
+    """2D positions `[batch, 2, seq]` of a Part A ending in a blank followed by the `<|startofpiece|>` that opens its
+    span (the last column): Part A as in `part_a_position_ids`, the span token at (the blank's position, 1)."""
+    batch, seq_len = padding_mask.shape
+    part_a = part_a_position_ids(padding_mask[:, :-1], batch, seq_len - 1, padding_mask.device)
+    blank = part_a[:, 0, -1:]
+    return torch.cat([part_a, torch.stack([blank, torch.ones_like(blank)], dim=1)], dim=-1)
 
 
 def build_attention_mask(

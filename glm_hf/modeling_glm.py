@@ -30,6 +30,7 @@ from .blank_infilling import (
     part_a_length,
     part_a_length_from_positions,
     part_a_position_ids,
+    span_after_part_a_position_ids,
     span_continuation,
     text_positions,
 )
@@ -584,20 +585,32 @@ class GLMWithVocabularyHead(GLMPreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
 
-class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
+class GLMGenerativeHead(GLMWithVocabularyHead, GenerationMixin):
+    """What both generating heads share: the loss they train with (`loss_kind`, the subclass's), generation stopping
+    at `<|endofpiece|>` or eos, and the 2D padding mask kept for static caches (their forwards build GLM's masks)."""
+
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    loss_kind: str
+
+    def __init__(self, config: GLMConfig):
+        super().__init__(config)
+        self.loss_type = self.loss_kind
+        self.post_init()
+        stop_ids = [i for i in (config.eop_token_id, config.eos_token_id) if i is not None]
+        self.generation_config.eos_token_id = stop_ids or None
+
+    def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
+        """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches."""
+        return attention_mask
+
+
+class GLMForConditionalGeneration(GLMGenerativeHead):
     """GLM with its language-modelling head: blank infilling, and left-to-right generation after `[gMASK]`.
 
     Labels follow GLM's alignment: the logit at position i predicts `labels[i]` (no shift; -100 is ignored).
     """
 
-    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
-
-    def __init__(self, config: GLMConfig):
-        super().__init__(config)
-        self.loss_type = "ForMaskedLM"
-        self.post_init()
-        stop_ids = [i for i in (config.eop_token_id, config.eos_token_id) if i is not None]
-        self.generation_config.eos_token_id = stop_ids or None
+    loss_kind = "ForMaskedLM"
 
     @can_return_tuple
     def forward(
@@ -715,15 +728,8 @@ class GLMForConditionalGeneration(GLMWithVocabularyHead, GenerationMixin):
         mask = kwargs.pop("attention_mask", None)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device) if mask is None else mask
         mask = torch.cat([mask, torch.ones_like(mask[:, :2])], dim=1)
-        positions = part_a_position_ids(mask[:, :-1], batch, mask.shape[1] - 1, embeds.device)
-        sop = torch.stack([positions[:, 0, -1:], torch.ones_like(positions[:, 0, -1:])], dim=1)
-        prompt_positions = torch.cat([positions, sop], dim=-1)
-        return {**kwargs, "inputs_embeds": embeds, "attention_mask": mask, "prompt_position_ids": prompt_positions}
-
-    def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
-        """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches:
-        forward builds the GLM mask (bidirectional Part A) itself."""
-        return attention_mask
+        positions = span_after_part_a_position_ids(mask)
+        return {**kwargs, "inputs_embeds": embeds, "attention_mask": mask, "prompt_position_ids": positions}
 
     def _continue_plain_prompts(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
@@ -754,7 +760,7 @@ def left_padded_part_a(
     return prompts.to(input_ids.device), padding.to(input_ids.device)
 
 
-class GLMForCausalLM(GLMWithVocabularyHead, GenerationMixin):
+class GLMForCausalLM(GLMGenerativeHead):
     """GLM as a causal language model over plain text: what `AutoModelForCausalLM` users (TRL, lm-eval, the causal
     recipe with `DataCollatorForLanguageModeling(mlm=False)`, text generation, serving) expect.
 
@@ -767,14 +773,7 @@ class GLMForCausalLM(GLMWithVocabularyHead, GenerationMixin):
     read as ordinary tokens; blank infilling is `GLMForConditionalGeneration`'s job. Same weights as every head.
     """
 
-    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
-
-    def __init__(self, config: GLMConfig):
-        super().__init__(config)
-        self.loss_type = "ForCausalLM"
-        self.post_init()
-        stop_ids = [i for i in (config.eop_token_id, config.eos_token_id) if i is not None]
-        self.generation_config.eos_token_id = stop_ids or None
+    loss_kind = "ForCausalLM"
 
     @can_return_tuple
     def forward(
@@ -936,10 +935,6 @@ class GLMForCausalLM(GLMWithVocabularyHead, GenerationMixin):
         if kwargs.get("prefix_key_values") is None:
             kwargs["prefix_key_values"] = self.left_to_right_prefix_key_values()
         return super().generate(inputs, generation_config, **kwargs)
-
-    def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
-        """Keeps the 2D padding mask (also with static caches): forward builds the left-to-right mask itself."""
-        return attention_mask
 
 
 class GLMForMultipleChoice(GLMWithVocabularyHead):
