@@ -10,9 +10,7 @@ gives accuracy and how many of the per-choice log-likelihoods change between the
 """
 
 import argparse
-import json
 import tempfile
-from pathlib import Path
 
 import lm_eval
 import torch
@@ -21,21 +19,6 @@ from lm_eval.tasks import TaskManager
 
 from glm_hf import GLMForCausalLM, GLMForConditionalGeneration, GLMTokenizer, corpus
 from glm_hf.demo import DEMO_SEED
-
-TASK = """task: glm_heldout_facts
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: '{{{{context}}}}'
-doc_to_choice: '{{{{choices}}}}'
-doc_to_target: label
-target_delimiter: ' '
-metric_list:
-  - metric: acc
-"""
 
 
 def evaluate(model, tokenizer, manager: TaskManager, batch_size: int) -> tuple[float, list[float]]:
@@ -58,9 +41,7 @@ def main() -> None:
     tokenizer.padding_side = "right"  # lm-eval's own batching; the causal head is padding-proof either way
     train, held_out = corpus.split_facts(seed=DEMO_SEED)
     with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / "facts.jsonl"
-        data.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in corpus.choice_items(held_out, train)))
-        (Path(folder) / "task.yaml").write_text(TASK.format(data=data))
+        corpus.write_lm_eval_task(folder, "glm_heldout_facts", corpus.choice_items(held_out, train))
         manager = TaskManager(include_path=folder)
         rows = []
         for name, head in (

@@ -16,6 +16,7 @@ Everything is a pure function of the seed (`random.Random(seed)`); the prose als
 
 import ast
 import functools
+import json
 import os
 import random
 import re
@@ -402,6 +403,29 @@ def choice_items(facts: list[Fact], answer_pool: list[Fact], distractors: int = 
         context = fact.text.split(MASK)[0].rstrip()
         items.append({"context": context, "choices": choices, "label": choices.index(fact.answer)})
     return items
+
+
+def write_lm_eval_task(folder: str | Path, name: str, items: list[dict]) -> str:
+    """Writes `choice_items` as a local lm-eval multiple-choice task (`NAME.jsonl` and `NAME.yaml` in `folder`, for
+    `TaskManager(include_path=folder)`): each choice is scored as the continuation of `context` after a space, the
+    metric is accuracy. Returns the task name."""
+    folder = Path(folder)
+    data = folder / f"{name}.jsonl"
+    data.write_text("\n".join(json.dumps(item, ensure_ascii=False) for item in items), encoding="utf-8")
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        "doc_to_text: '{{context}}'\n"
+        "doc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\n"
+        "target_delimiter: ' '\n"
+        "metric_list:\n  - metric: acc\n",
+        encoding="utf-8",
+    )
+    return name
 
 
 def _most_frequent(counter: Counter[str]) -> str:

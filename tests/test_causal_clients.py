@@ -1,7 +1,6 @@
 """Real causal-LM clients on GLMForCausalLM: TRL's SFTTrainer and the stock causal recipe cannot make it predict
 random tokens (a model that sees the next token can), and lm-eval's hf backend scores alike at any batch size."""
 
-import json
 import math
 import random
 
@@ -11,7 +10,7 @@ from conftest import tiny_config, word_tokenizer
 from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-from glm_hf import GLMForCausalLM
+from glm_hf import GLMForCausalLM, corpus
 
 WORDS = [f"w{i}" for i in range(9, 60)]  # the ordinary tokens of `word_tokenizer`
 CHANCE = math.log(len(WORDS))  # the best possible loss on uniformly random words
@@ -25,6 +24,21 @@ def random_texts(count: int, length: int, seed: int) -> list[str]:
 def fresh_model() -> GLMForCausalLM:
     torch.manual_seed(0)
     return GLMForCausalLM(tiny_config(max_position_embeddings=64))
+
+
+def training_options(output_dir) -> dict:
+    """60 AdamW steps of 16 rows on the CPU, nothing saved or reported: enough to drive a leaking model's loss on
+    random words far below chance."""
+    return dict(
+        output_dir=str(output_dir),
+        max_steps=60,
+        per_device_train_batch_size=16,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
 
 
 def eval_loss_on_new_random_text(model: GLMForCausalLM, tokenizer) -> float:
@@ -46,17 +60,7 @@ def test_trl_sft_cannot_learn_random_tokens(tmp_path, data):
         dataset = Dataset.from_dict({"text": texts})
     else:
         dataset = Dataset.from_dict({"prompt": [t[:23] for t in texts], "completion": [t[23:] for t in texts]})
-    args = SFTConfig(
-        output_dir=str(tmp_path),
-        max_steps=60,
-        per_device_train_batch_size=16,
-        learning_rate=1e-2,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        max_length=32,
-        disable_tqdm=True,
-    )
+    args = SFTConfig(max_length=32, **training_options(tmp_path))
     trainer = SFTTrainer(model=fresh_model(), args=args, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -68,16 +72,7 @@ def test_stock_causal_recipe_cannot_learn_random_tokens(tmp_path):
     tokenizer = word_tokenizer()
     tokenizer.padding_side = "right"
     dataset = Dataset.from_dict(tokenizer(random_texts(256, 16, seed=0)))
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=60,
-        per_device_train_batch_size=16,
-        learning_rate=1e-2,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
+    args = TrainingArguments(**training_options(tmp_path))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     trainer = Trainer(model=fresh_model(), args=args, train_dataset=dataset, data_collator=collator)
     trainer.train()
@@ -91,16 +86,7 @@ def test_the_causal_recipe_learns_what_can_be_learned(tmp_path):
     rng = random.Random(0)
     starts = [rng.randrange(len(WORDS) - 16) for _ in range(256)]
     dataset = Dataset.from_dict(tokenizer([" ".join(WORDS[s : s + 16]) for s in starts]))
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=60,
-        per_device_train_batch_size=16,
-        learning_rate=1e-2,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
+    args = TrainingArguments(**training_options(tmp_path))
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     trainer = Trainer(model=fresh_model(), args=args, train_dataset=dataset, data_collator=collator)
     trainer.train()
@@ -108,34 +94,6 @@ def test_the_causal_recipe_learns_what_can_be_learned(tmp_path):
     trainer.model.eval()
     with torch.no_grad():
         assert float(trainer.model(**batch, labels=batch["input_ids"]).loss) < 0.2 * CHANCE
-
-
-def write_fact_task(folder) -> str:
-    """An lm-eval multiple-choice task from the embedded corpus's held-out facts: the true answer against up to 3
-    answers of the same kind and language, scored as continuations of the text before the blank."""
-    from glm_hf import corpus
-
-    train, held_out = corpus.split_facts(seed=0)
-    rows = corpus.choice_items(held_out[:40], train)
-    (folder / "facts.jsonl").write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows))
-    (folder / "glm_facts.yaml").write_text(LM_EVAL_TASK.format(data=folder / "facts.jsonl"))
-    return "glm_facts"
-
-
-LM_EVAL_TASK = """task: glm_facts
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: '{{{{context}}}}'
-doc_to_choice: '{{{{choices}}}}'
-doc_to_target: label
-target_delimiter: ' '
-metric_list:
-  - metric: acc
-"""
 
 
 def test_lm_eval_scores_alike_at_batch_size_1_and_8(tmp_path):
@@ -149,7 +107,8 @@ def test_lm_eval_scores_alike_at_batch_size_1_and_8(tmp_path):
     model = GLMForCausalLM(tiny_config(vocab_size=len(tokenizer), max_position_embeddings=128, initializer_range=0.3))
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    task = write_fact_task(tmp_path)
+    train, held_out = corpus.split_facts(seed=0)
+    task = corpus.write_lm_eval_task(tmp_path, "glm_facts", corpus.choice_items(held_out[:40], train))
     manager = TaskManager(include_path=str(tmp_path))
     results = {}
     for batch_size in (1, 8):

@@ -115,12 +115,18 @@ def test_batched_left_padded_generation_matches_each_prompt_alone():
 
 
 def test_prompts_with_blank_tokens_are_plain_text_to_the_causal_head():
+    """A typed [MASK] is an ordinary token: it does not open a bidirectional Part A, and generation just continues."""
     model = causal_model()
-    config = model.config
     ids = words(2, 6)
-    ids[0, 2] = config.mask_token_id
+    ids[0, 2] = model.config.mask_token_id
+    changed = ids.clone()
+    changed[:, 4] = (changed[:, 4] + 1 - 9) % 51 + 9
+    assert torch.equal(model(changed).logits[:, :4], model(ids).logits[:, :4])
     out = model.generate(ids, max_new_tokens=3, do_sample=False, eos_token_id=None)
-    assert out.shape == (2, 9) and torch.equal(out[:, :6], ids)
+    sequence = ids
+    for _ in range(3):
+        sequence = torch.cat([sequence, model(sequence).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, sequence)
 
 
 def test_generation_continues_from_a_previous_output_and_its_cache():

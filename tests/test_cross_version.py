@@ -26,16 +26,7 @@ config = GLMConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=
 model = GLMForConditionalGeneration(config).eval()
 model.save_pretrained(folder)
 tokenizer.save_pretrained(folder)
-batch = tokenizer(["The capital of France is [MASK].", "北京是[MASK]的首都。"], padding=True, return_tensors="pt")
 causal = GLMForCausalLM.from_pretrained(folder).eval()
-plain = tokenizer(["The capital of France is", "北京是"], padding=True, return_tensors="pt")
-with torch.no_grad():
-    logits = model(**batch).logits
-    generated = model.generate(**batch, max_new_tokens=6, do_sample=False)
-    causal_logits = causal(**plain).logits
-    continued = causal.generate(**plain, max_new_tokens=6, do_sample=False)
-torch.save({"version": transformers.__version__, "logits": logits, "generated": generated,
-            "causal_logits": causal_logits, "continued": continued}, out)
 """
 
 LOAD = """
@@ -49,6 +40,10 @@ model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).ev
 causal = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
 assert type(causal).__name__ == "GLMForCausalLM", type(causal)
+"""
+
+# Run after SAVE or LOAD (with `tokenizer`, `model`, `causal` and `out` defined): what both sides must agree on.
+OUTPUTS = """
 batch = tokenizer(["The capital of France is [MASK].", "北京是[MASK]的首都。"], padding=True, return_tensors="pt")
 plain = tokenizer(["The capital of France is", "北京是"], padding=True, return_tensors="pt")
 with torch.no_grad():
@@ -78,8 +73,8 @@ def test_folder_saved_under_this_release_loads_under_the_other(tmp_path, variant
     is tested once."""
     saver, loader = sys.executable, other_python()
     folder = tmp_path / "saved"
-    saved = run_script(saver, SAVE, [folder, variant], tmp_path)
-    loaded = run_script(loader, LOAD, [folder], tmp_path, isolated=True)
+    saved = run_script(saver, SAVE + OUTPUTS, [folder, variant], tmp_path)
+    loaded = run_script(loader, LOAD + OUTPUTS, [folder], tmp_path, isolated=True)
     assert saved["version"] != loaded["version"], "both interpreters have the same transformers release"
     for output in ("logits", "generated", "causal_logits", "continued"):
         assert torch.equal(loaded[output], saved[output]), output
