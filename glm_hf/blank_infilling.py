@@ -37,12 +37,15 @@ def build_position_ids(
     blank_token_ids: list[int],
     sop_token_id: int,
     padding_mask: torch.Tensor | None = None,
+    first_filled_token_id: int | None = None,
 ) -> torch.Tensor:
     """2D positions `[batch, 2, seq]` derived from the tokens.
 
     Part A positions count real tokens only (left padding is skipped, so a padded row gets the positions of the
     same row unpadded). In Part B, the k-th span (the k-th `<|startofpiece|>`) is placed at the k-th blank of
     Part A; layouts whose spans are shuffled relative to their blanks must pass explicit positions instead.
+    With `first_filled_token_id` (ChatGLM's `[gMASK]`, see `GLMConfig.blank_fill_order`), the blanks of that token
+    come first in that order, then the others.
     """
     batch, seq_len = input_ids.shape
     device = input_ids.device
@@ -62,7 +65,8 @@ def build_position_ids(
             f"Row {row} has {int(n_spans[row])} Part B spans (<|startofpiece|> tokens) but only "
             f"{int(n_blanks[row])} blank tokens in Part A; every span needs its own [MASK]/[sMASK]/[gMASK]."
         )
-    blank_slots = torch.where(is_blank, idx, seq_len).sort(dim=-1).values.clamp(max=seq_len - 1)
+    later = seq_len if first_filled_token_id is None else torch.where(input_ids == first_filled_token_id, 0, seq_len)
+    blank_slots = torch.where(is_blank, idx + later, 3 * seq_len).argsort(dim=-1, stable=True)
     blank_positions = position_a.gather(1, blank_slots)
     span_index = (is_sop.long().cumsum(-1) - 1).clamp(min=0)
     position_b = blank_positions.gather(1, span_index)
@@ -181,10 +185,11 @@ def generation_layout(
     blank_token_ids: list[int],
     sop_token_id: int,
     padding_mask: torch.Tensor | None = None,
+    first_filled_token_id: int | None = None,
 ) -> GenerationLayout:
     """Appends `<|startofpiece|>` and builds the positions for filling the first blank of each row; rows that already
     hold a started span (a previous output being continued) are continued as they are. Rows must be left-padded and
-    must contain a blank before the span starts."""
+    must contain a blank before the span starts. `first_filled_token_id`: see `build_position_ids`."""
     if padding_mask is None:
         padding_mask = torch.ones_like(input_ids)
     if not padding_mask[:, -1].bool().all():
@@ -211,7 +216,7 @@ def generation_layout(
             f"Prompt {row} has no blank to fill: add [MASK] (a word or phrase), [sMASK] (a sentence) or [gMASK] "
             f"at the end (left-to-right generation) before the text the model should continue."
         )
-    position_ids = build_position_ids(input_ids, blank_token_ids, sop_token_id, padding_mask)
+    position_ids = build_position_ids(input_ids, blank_token_ids, sop_token_id, padding_mask, first_filled_token_id)
     return GenerationLayout(input_ids=input_ids, attention_mask=padding_mask, position_ids=position_ids)
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .chat_templates import ensure_chat_template
 from .configuration_glm import GLMConfig
 from .demo import DemoSettings
 from .tokenization_glm import GLMTokenizer
@@ -25,6 +26,7 @@ def run_tokenizer_train(args: argparse.Namespace) -> None:
     if missing:
         raise SystemExit(f"glm-hf tokenizer train: no such file: {', '.join(missing)}")
     tokenizer = GLMTokenizer.train_bpe(read_lines(args.files), vocab_size=args.vocab_size, show_progress=True)
+    ensure_chat_template(tokenizer)
     tokenizer.save_pretrained(args.output)
     print(f"trained a {len(tokenizer):,}-token GLM tokenizer; saved to {args.output}")
 
@@ -137,7 +139,7 @@ def run_pretrain(args: argparse.Namespace) -> None:
     trainer.save_model(args.output)  # gathers sharded (FSDP) weights; writes on the main process only
     if not trainer.is_world_process_zero():
         return
-    tokenizer.save_pretrained(args.output)
+    ensure_chat_template(tokenizer).save_pretrained(args.output)
     options = {name: value for name, value in vars(args).items() if name != "handler"}
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     card = CardInfo(
@@ -225,6 +227,42 @@ def run_quantize(args: argparse.Namespace) -> None:
     print(f"quantized {source} -> {destination} (int{args.bits} {args.method}, group size {args.group_size})")
 
 
+def run_serve(args: argparse.Namespace) -> None:
+    """Serves a GLM folder over an OpenAI-compatible HTTP API (see glm_hf.serving.app)."""
+    model_dir = args.model_dir
+    if model_dir is None:
+        if not Path("glm-demo", "config.json").is_file():
+            raise SystemExit("glm-hf serve: no MODEL_DIR given and no ./glm-demo here; run `glm-hf demo` first.")
+        model_dir = "glm-demo"
+    if not Path(model_dir, "config.json").is_file():
+        raise SystemExit(f"glm-hf serve: {model_dir} is not a model folder (it has no config.json).")
+    try:
+        from .serving.app import ServeSettings, serve
+    except ImportError as error:
+        raise SystemExit(f"glm-hf serve needs the serve extra: pip install 'glm-hf[serve]' ({error})") from error
+    api_key = args.api_key or os.environ.get("GLM_HF_API_KEY")
+    settings = ServeSettings(
+        model_name=args.model_name or Path(model_dir).resolve().name,
+        api_key=api_key,
+        max_batch_size=args.max_batch_size,
+        max_queue=args.max_queue,
+        max_tokens=args.max_tokens,
+        max_body_bytes=args.max_body_bytes,
+        request_timeout=args.request_timeout,
+    )
+    serve(model_dir, args.host, args.port, settings, device=args.device)
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glm-hf", description="GLM models for HuggingFace Transformers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -301,6 +339,22 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--license")
     card.add_argument("--dataset", nargs="+", help="Hub ids of the training datasets")
     card.set_defaults(handler=run_card)
+
+    serve = commands.add_parser("serve", help="serve a GLM folder over an OpenAI-compatible HTTP API and a chat page")
+    serve.add_argument("model_dir", nargs="?", help="a saved GLM folder (default: ./glm-demo from `glm-hf demo`)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (or set GLM_HF_API_KEY)")
+    serve.add_argument("--model-name", help="the model id clients send (default: the folder's name)")
+    serve.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    serve.add_argument("--max-batch-size", type=_positive(int), default=16, help="requests per shared forward pass")
+    serve.add_argument("--max-queue", type=_positive(int), default=64, help="waiting requests before 429")
+    serve.add_argument("--max-tokens", type=_positive(int), default=512, help="largest max_tokens a request may ask")
+    serve.add_argument("--max-body-bytes", type=_positive(int), default=1_000_000, help="largest request body")
+    serve.add_argument(
+        "--request-timeout", type=_positive(float), default=600.0, help="seconds a request may wait and run"
+    )
+    serve.set_defaults(handler=run_serve)
 
     tokenizer = commands.add_parser("tokenizer", help="tokenizer tools")
     tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)

@@ -7,6 +7,7 @@ from transformers import PreTrainedConfig
 POSITION_ENCODINGS = ("learned_2d", "rotary_2d")
 LAYERNORM_STYLES = ("pre", "deepnorm", "post_alpha")
 CHOICE_SCORINGS = ("mean", "sum")
+BLANK_FILL_ORDERS = ("in_order", "gmask_first")
 
 # Where GLMTokenizer puts its special tokens; the config defaults follow it so that a model built
 # from `GLMConfig()` and a default tokenizer agree without extra arguments.
@@ -63,6 +64,13 @@ class GLMConfig(PreTrainedConfig):
             by generating `verbalizer_ids[i]` into the blank); cloze_prefix_ids / cloze_suffix_ids: the pattern
             around a text that has no blank, e.g. the ids of " It was [MASK]." as the suffix. Set them with
             `glm_hf.cloze.cloze_config(tokenizer, pattern, label_words)`.
+
+    Generation:
+        blank_fill_order: which blank a span fills when the layout is derived from the tokens (`generate()`, and
+            forwards without `position_ids`). `"in_order"` (GLM): the k-th span fills the k-th blank.
+            `"gmask_first"` (ChatGLM-6B's rule, `get_position_ids` in THUDM's `modeling_chatglm.py`): spans fill the
+            `[gMASK]` blanks first, so in a prompt holding both `[MASK]` and `[gMASK]` the generated text belongs to
+            `[gMASK]`. Converted ChatGLM checkpoints set it.
 
     Special tokens (ids in the vocabulary): pad, eos, mask (`[MASK]`), smask (`[sMASK]`), gmask (`[gMASK]`),
     sop (`<|startofpiece|>`, starts each Part B span) and eop (`<|endofpiece|>`, ends it; generation stops there).
@@ -122,6 +130,7 @@ class GLMConfig(PreTrainedConfig):
     verbalizer_ids: list[list[int]] | None = None
     cloze_prefix_ids: list[int] | None = None
     cloze_suffix_ids: list[int] | None = None
+    blank_fill_order: str = "in_order"
     bos_token_id: int | None = None  # GLM's text has no beginning-of-sequence token; declared for generic tools
     pad_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["pad_token_id"]
     eos_token_id: int | None = DEFAULT_SPECIAL_TOKEN_IDS["eos_token_id"]
@@ -145,6 +154,11 @@ class GLMConfig(PreTrainedConfig):
     def blank_token_ids(self) -> list[int]:
         """Ids of the three blank tokens that `generate()` and the layout builders look for."""
         return [i for i in (self.mask_token_id, self.smask_token_id, self.gmask_token_id) if i is not None]
+
+    @property
+    def first_filled_token_id(self) -> int | None:
+        """The blank that spans fill before the others (`blank_fill_order`), or None for plain left-to-right order."""
+        return self.gmask_token_id if self.blank_fill_order == "gmask_first" else None
 
     @property
     def residual_alpha(self) -> float:
@@ -194,6 +208,10 @@ class GLMConfig(PreTrainedConfig):
             not self.verbalizer_ids or any(not ids for ids in self.verbalizer_ids)
         ):
             raise ValueError("GLMConfig.verbalizer_ids needs a non-empty token id list for every label.")
+        if self.blank_fill_order not in BLANK_FILL_ORDERS:
+            raise ValueError(
+                f"GLMConfig.blank_fill_order must be one of {BLANK_FILL_ORDERS}, got {self.blank_fill_order!r}."
+            )
         if self.attention_scale < 1.0:
             raise ValueError(f"GLMConfig.attention_scale must be >= 1.0, got {self.attention_scale}.")
         for name in ("hidden_dropout", "attention_dropout"):

@@ -14,6 +14,7 @@ import torch
 from datasets import Dataset
 
 from . import corpus
+from .chat_templates import ensure_chat_template
 from .configuration_glm import GLMConfig
 from .model_card import CardInfo
 from .modeling_glm import GLMForConditionalGeneration
@@ -73,13 +74,13 @@ def train_demo_tokenizer() -> GLMTokenizer:
     (without the held-out facts and the prose, whose content depends on the Python installation)."""
     _, held_out = corpus.split_facts(seed=DEMO_SEED)
     documents = corpus.documents(seed=DEMO_SEED, include_prose=False, held_out=held_out)
-    return GLMTokenizer.train_bpe(documents, vocab_size=DEMO_VOCAB_SIZE)
+    return ensure_chat_template(GLMTokenizer.train_bpe(documents, vocab_size=DEMO_VOCAB_SIZE))
 
 
 def load_demo_tokenizer() -> GLMTokenizer:
     """The shipped demo tokenizer, or a freshly trained one where the package was installed without it."""
     if (DEMO_TOKENIZER_DIR / "tokenizer.json").is_file():
-        return GLMTokenizer.from_pretrained(DEMO_TOKENIZER_DIR)
+        return ensure_chat_template(GLMTokenizer.from_pretrained(DEMO_TOKENIZER_DIR))
     return train_demo_tokenizer()
 
 

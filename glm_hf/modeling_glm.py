@@ -34,6 +34,7 @@ from .blank_infilling import (
     span_continuation,
     text_positions,
 )
+from .chat_glm import GLMChatMixin
 from .configuration_glm import GLMConfig
 from .hub_glm import GLMHubMixin
 from .quantization import GLMQuantizationConfig  # noqa: F401  (registers the quantizer; travels with saved code)
@@ -498,7 +499,11 @@ class GLMModel(GLMPreTrainedModel):
                 position_ids = part_a_position_ids(padding, batch, seq_len, inputs_embeds.device)
             else:
                 position_ids = build_position_ids(
-                    input_ids, self.config.blank_token_ids, self.config.sop_token_id, padding
+                    input_ids,
+                    self.config.blank_token_ids,
+                    self.config.sop_token_id,
+                    padding,
+                    self.config.first_filled_token_id,
                 )
         elif position_ids.dim() == 2:
             if seq_len > 1 and bool((position_ids[:, 1:] < position_ids[:, :-1]).any()):
@@ -604,8 +609,10 @@ class GLMGenerativeHead(GLMWithVocabularyHead, GenerationMixin):
         return attention_mask
 
 
-class GLMForConditionalGeneration(GLMGenerativeHead):
-    """GLM with its language-modelling head: blank infilling, and left-to-right generation after `[gMASK]`.
+class GLMForConditionalGeneration(GLMChatMixin, GLMGenerativeHead):
+    """GLM with its language-modelling head: blank infilling, and left-to-right generation after `[gMASK]`; also
+    the chat head (`chat`, `stream_chat` as THUDM's ChatGLM-6B has them, and `glm-hf serve`): a chat prompt is read
+    as GLM reads a generation request, the conversation bidirectionally as Part A.
 
     Labels follow GLM's alignment: the logit at position i predicts `labels[i]` (no shift; -100 is ignored).
     """
@@ -684,7 +691,8 @@ class GLMForConditionalGeneration(GLMGenerativeHead):
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
-        """Fills the first blank (`[MASK]`/`[sMASK]`/`[gMASK]`) of each prompt; `[gMASK]` at the end of the prompt
+        """Fills the first blank (`[MASK]`/`[sMASK]`/`[gMASK]`) of each prompt (ChatGLM-style configs: the first
+        `[gMASK]` if there is one, `config.blank_fill_order`); `[gMASK]` at the end of the prompt
         is left-to-right generation, and prompts without any blank get one appended (plain continuation).
         Returns `prompt + <|startofpiece|> + fill` per row; generation stops at `<|endofpiece|>`. Batched prompts
         must be left-padded. All `GenerationMixin.generate` options apply. A prompt given as `inputs_embeds` (no
@@ -705,7 +713,11 @@ class GLMForConditionalGeneration(GLMGenerativeHead):
         if kwargs.get("position_ids") is None:
             input_ids, kwargs["attention_mask"] = self._continue_plain_prompts(input_ids, kwargs.get("attention_mask"))
             layout = generation_layout(
-                input_ids, self.config.blank_token_ids, self.config.sop_token_id, kwargs.get("attention_mask")
+                input_ids,
+                self.config.blank_token_ids,
+                self.config.sop_token_id,
+                kwargs.get("attention_mask"),
+                self.config.first_filled_token_id,
             )
             input_ids = layout.input_ids
             kwargs["attention_mask"] = layout.attention_mask

@@ -33,6 +33,20 @@ class _GLMPipeline(Pipeline):
     def _blank_ids(self) -> set[int]:
         return set(self.tokenizer.mask_token_ids)
 
+    def _context_ids(self, text: str) -> list[int]:
+        """The text's ids with the special tokens the tokenizer adds, except generation markers: ChatGLM's tokenizer
+        appends `[gMASK] <sop>` (a left-to-right generation request), which is not part of a text to fill."""
+        ids = self.tokenizer(text)["input_ids"]
+        if self.tokenizer.sop_token_id not in ids:
+            return ids
+        plain = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        start = next((i for i in range(len(ids)) if ids[i : i + len(plain)] == plain), None)
+        if start is None:
+            return ids
+        markers = self._blank_ids() | {self.tokenizer.sop_token_id}
+        suffix = [token for token in ids[start + len(plain) :] if token not in markers]
+        return ids[: start + len(plain)] + suffix
+
     def _check_length(self, ids: list[int], extra: int) -> None:
         limit = self.model.config.max_position_embeddings
         if self.model.config.position_encoding == "learned_2d" and len(ids) + 1 > limit:
@@ -57,7 +71,7 @@ class FillBlankPipeline(_GLMPipeline):
     def preprocess(self, text: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict:
         if not isinstance(text, str):
             raise ValueError(f"fill-blank takes text (or a list of texts), got {type(text).__name__}.")
-        ids = self.tokenizer(text)["input_ids"]
+        ids = self._context_ids(text)
         if not self._blank_ids() & set(ids):
             raise ValueError(
                 f"No blank to fill in {text[:80]!r}: write [MASK], [sMASK] or [gMASK] where text is missing."

@@ -151,6 +151,18 @@ class GLMTokenizer(TokenizersBackend):
         starts_with_piece = text.startswith(WHITESPACE_PIECES) or text.startswith(tuple(self.all_special_tokens))
         return " " + text if starts_with_piece else text
 
+    def apply_chat_template(self, conversation, *args, **kwargs):
+        """`PreTrainedTokenizerBase.apply_chat_template`; refuses assistant masks that would be misplaced: with
+        ChatGLM's whitespace pieces the backend's character offsets refer to the `<n>` / `<|blank_n|>` form of the
+        text, not to the rendered conversation (whose rounds hold newlines)."""
+        if self.whitespace_tokens and kwargs.get("return_assistant_tokens_mask"):
+            raise NotImplementedError(
+                "return_assistant_tokens_mask is not supported for ChatGLM tokenizers (their whitespace pieces shift "
+                "the offsets the masks are built from). The answer is what follows the prompt: mask the ids of "
+                "apply_chat_template(conversation[:-1], add_generation_prompt=True)."
+            )
+        return super().apply_chat_template(conversation, *args, **kwargs)
+
     def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
         text = super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
         return decode_whitespace(text) if self.whitespace_tokens else text

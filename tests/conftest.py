@@ -93,3 +93,11 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     )
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+@pytest.fixture(scope="session")
+def chatglm_chat(tmp_path_factory):
+    """A converted tiny ChatGLM-6B folder with THUDM's chat template: (folder, THUDM state dict, THUDM config)."""
+    from chatglm_folder import write_converted_chatglm
+
+    return write_converted_chatglm(tmp_path_factory.mktemp("chatglm_chat"))

@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..chat_templates import chatglm_chat_template, glm_chat_template
 from ..configuration_glm import GLMConfig
 from ..model_card import DEFAULT_LIMITATIONS, CardInfo, write_model_card
 from ..tokenization_glm import GLMTokenizer
@@ -146,6 +147,7 @@ def chatglm_config(source: dict) -> GLMConfig:
         smask_token_id=mask + 2,  # ChatGLM's vocabulary: [MASK], [gMASK], [sMASK], <unused_0>, <sop>, <eop>
         sop_token_id=source.get("bos_token_id", mask + 4),
         eop_token_id=source.get("eos_token_id", mask + 5),
+        blank_fill_order="gmask_first",
     )
 
 
@@ -156,18 +158,23 @@ def _require(source: dict, keys: tuple[str, ...]) -> None:
 
 
 def source_tokenizer(folder: Path, kind: str) -> GLMTokenizer | None:
-    """The checkpoint's tokenizer imported with `convert.vocab`, or None when the folder has no vocabulary."""
+    """The checkpoint's tokenizer imported with `convert.vocab`, with its family's chat template (ChatGLM's
+    conversation format, or GLM's question/answer one), or None when the folder has no vocabulary."""
     if kind == "chatglm":
         model_file = folder / "ice_text.model"
         if not model_file.is_file():
             return None
         options_file = folder / "tokenizer_config.json"
         options = json.loads(options_file.read_text(encoding="utf-8")) if options_file.is_file() else {}
-        return chatglm_tokenizer(str(model_file), num_image_tokens=options.get("num_image_tokens", 20000))
+        tokenizer = chatglm_tokenizer(str(model_file), num_image_tokens=options.get("num_image_tokens", 20000))
+        tokenizer.chat_template = chatglm_chat_template()
+        return tokenizer
     try:
-        return load_thudm_vocabulary(str(folder))
+        tokenizer = load_thudm_vocabulary(str(folder))
     except FileNotFoundError:
         return None
+    tokenizer.chat_template = glm_chat_template(tokenizer)
+    return tokenizer
 
 
 def weight_files(folder: Path) -> list[Path]:
