@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import ChatServer  # noqa: E402
+from conftest import ChatServer, tiny_config  # noqa: E402
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
+from glm_hf import GLMForConditionalGeneration  # noqa: E402
 from glm_hf.demo import load_demo_tokenizer  # noqa: E402
 
 NEW_TOKENS = 32
@@ -28,14 +28,12 @@ QUESTIONS = ["the capital of france ?", "what is the capital of japan ?", "hello
 def model_folder(folder: Path) -> Path:
     tokenizer = load_demo_tokenizer()
     torch.manual_seed(0)
-    config = GLMConfig(
+    # No stop token: every request generates all NEW_TOKENS.
+    config = tiny_config(
         vocab_size=len(tokenizer),
         hidden_size=256,
         num_hidden_layers=4,
-        num_attention_heads=4,
         max_position_embeddings=256,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
         eop_token_id=None,
         eos_token_id=None,
     )

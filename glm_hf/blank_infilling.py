@@ -180,6 +180,20 @@ class GenerationLayout:
     position_ids: torch.Tensor
 
 
+def generation_request(
+    ids: list[int], blank_token_ids: list[int], gmask_token_id: int, sop_token_id: int
+) -> list[int]:
+    """One prompt's ids as a started GLM generation request, the layout `generation_layout` gives it: kept when it
+    already has a started span (chat templates, ChatGLM's tokenizer: `... [gMASK] <sop>`), else `<sop>` appended,
+    after a `[gMASK]` when the prompt has no blank (plain text is continued left to right). Prompts in this form
+    batch together whatever they held."""
+    if sop_token_id in ids:
+        return list(ids)
+    if not set(blank_token_ids) & set(ids):
+        ids = [*ids, gmask_token_id]
+    return [*ids, sop_token_id]
+
+
 def generation_layout(
     input_ids: torch.Tensor,
     blank_token_ids: list[int],

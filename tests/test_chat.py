@@ -7,7 +7,7 @@ import torch
 from jinja2 import TemplateError
 from test_remote_code import load_in_clean_process
 from thudm_reference import chatglm_forward, greedy
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, StoppingCriteria, pipeline
 
 from glm_hf.blank_infilling import generation_layout
 from glm_hf.chat_glm import process_response
@@ -134,12 +134,24 @@ def test_stream_chat_yields_growing_answers_ending_with_the_chat_answer(chatglm)
     assert streamed[-1][1] == [*HISTORY[:1], ("hello", expected)]
 
 
+class StepCounter(StoppingCriteria):
+    def __init__(self):
+        self.steps = 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.steps += 1
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
 def test_closing_a_stream_early_stops_generation(chatglm):
     model, tokenizer, _, _ = chatglm
-    stream = model.stream_chat(tokenizer, "hello", max_length=150, do_sample=False)
+    counter = StepCounter()
+    stream = model.stream_chat(
+        tokenizer, "hello", max_length=150, do_sample=False, eos_token_id=[], stopping_criteria=[counter]
+    )
     next(stream)
-    stream.close()  # joins the generating thread, which the cancellation criterion has stopped
-    assert model.chat(tokenizer, "hello", max_length=20, do_sample=False)[0]
+    stream.close()  # sets the cancellation criterion and joins the generating thread
+    assert 1 <= counter.steps < 150 - len(tokenizer("hello")["input_ids"])
 
 
 def test_sampled_chat_uses_thudm_defaults_and_is_reproducible_with_a_seed(chatglm):

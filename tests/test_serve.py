@@ -92,10 +92,10 @@ def test_completions_stream_stop_strings_n_and_seed(chat_server, chatglm):
     with torch.no_grad():
         expected = model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :]
     assert whole.choices[0].text == tokenizer.decode(expected, skip_special_tokens=True)
-    if len(whole.choices[0].text.strip()) > 1:
-        stop = whole.choices[0].text.strip()[1]
-        cut = client.completions.create(model=MODEL, prompt="good morning", max_tokens=12, temperature=0, stop=stop)
-        assert cut.choices[0].finish_reason == "stop" and cut.choices[0].text == whole.choices[0].text.split(stop)[0]
+    assert len(whole.choices[0].text.strip()) > 1
+    stop = whole.choices[0].text.strip()[1]
+    cut = client.completions.create(model=MODEL, prompt="good morning", max_tokens=12, temperature=0, stop=stop)
+    assert cut.choices[0].finish_reason == "stop" and cut.choices[0].text == whole.choices[0].text.split(stop)[0]
     sampled = [client.completions.create(model=MODEL, prompt="hello", max_tokens=8, n=3, seed=7) for _ in range(2)]
     assert [c.text for c in sampled[0].choices] == [c.text for c in sampled[1].choices]
     assert len(sampled[0].choices) == 3 and [c.index for c in sampled[0].choices] == [0, 1, 2]

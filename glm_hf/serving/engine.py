@@ -8,9 +8,8 @@ batch), its own `max_tokens`, stop strings, deadline and cancellation (`RowTrack
 streams each row's new text). GLM's 2D positions make joining a running batch (continuous batching) a different
 layout per row; dynamic batching keeps `generate()`'s layout, which is the model's own.
 
-Every prompt is a GLM generation request: it ends in a started span (`... [gMASK] <|startofpiece|>`, as chat
-templates and ChatGLM's tokenizer produce); a plain text gets `[gMASK] <|startofpiece|>` appended, a text with a
-blank gets `<|startofpiece|>` (the blank is filled). So every row of a batch has the same layout.
+Every prompt is made a started GLM generation request (`blank_infilling.generation_request`), so every row of a
+batch has the same layout.
 """
 
 import queue
@@ -27,6 +26,8 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+
+from ..blank_infilling import generation_request
 
 # Characters whose rendering may still change when more text arrives (chat post-processing turns ASCII
 # punctuation beside CJK full-width, and strips trailing whitespace), held back until the next token.
@@ -233,13 +234,9 @@ class BatchingEngine:
         self._queue.put(work)
 
     def generation_prompt(self, ids: list[int]) -> list[int]:
-        """`ids` as a GLM generation request ending in a started span (see the module docstring)."""
+        """`ids` as a GLM generation request ending in a started span (`blank_infilling.generation_request`)."""
         config = self.config
-        if config.sop_token_id in ids:
-            return ids
-        if not set(config.blank_token_ids) & set(ids):
-            ids = ids + [config.gmask_token_id]
-        return ids + [config.sop_token_id]
+        return generation_request(ids, config.blank_token_ids, config.gmask_token_id, config.sop_token_id)
 
     def room_for_answer(self, prompt_ids: list[int]) -> int:
         """How many new tokens the position table leaves for the prompt's span (at least 1, for the length check

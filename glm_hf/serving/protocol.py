@@ -2,8 +2,6 @@
 blank-filling extension. Unknown fields are ignored, as OpenAI-compatible servers commonly do; out-of-range values
 are refused with a 400 that names the field."""
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOP_STRINGS = 4
@@ -83,7 +81,6 @@ class FillRequest(SamplingFields):
     is per blank."""
 
     text: str
-    object: Literal["fill"] = "fill"
 
 
 __all__ = ["ChatCompletionRequest", "ChatMessage", "CompletionRequest", "FillRequest"]
