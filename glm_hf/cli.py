@@ -1,16 +1,45 @@
 """The `glm-hf` command line."""
 
 import argparse
+import codecs
 import json
 import os
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
 from .chat_templates import ensure_chat_template
 from .configuration_glm import GLMConfig
 from .demo import DemoSettings
+from .folder_writes import check_destination, staged_folder
 from .tokenization_glm import GLMTokenizer
+
+
+class UserError(ValueError):
+    """Bad input to a command; `main` prints it as one line."""
+
+
+def check_text_files(paths: list[str]) -> None:
+    """Refuses missing files and files that are not UTF-8 text (read in chunks, so large corpora cost no memory)."""
+    missing = [path for path in paths if not os.path.isfile(path)]
+    if missing:
+        raise UserError(f"no such file: {', '.join(missing)}")
+    for path in paths:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as error:
+                    raise UserError(
+                        f"{path} is not UTF-8 text (undecodable byte at offset {offset + error.start}); "
+                        "give plain text files."
+                    ) from error
+                offset += len(chunk)
+        if not decoder.decode(b"", final=True) and offset == 0:
+            raise UserError(f"{path} is empty; give files with text in them.")
 
 
 def read_lines(paths: list[str]) -> Iterator[str]:
@@ -22,12 +51,12 @@ def read_lines(paths: list[str]) -> Iterator[str]:
 
 def run_tokenizer_train(args: argparse.Namespace) -> None:
     """Trains a byte-level BPE GLM tokenizer on text files and saves it."""
-    missing = [path for path in args.files if not os.path.isfile(path)]
-    if missing:
-        raise SystemExit(f"glm-hf tokenizer train: no such file: {', '.join(missing)}")
+    check_text_files(args.files)
+    check_destination(args.output, args.files, args.overwrite)
     tokenizer = GLMTokenizer.train_bpe(read_lines(args.files), vocab_size=args.vocab_size, show_progress=True)
     ensure_chat_template(tokenizer)
-    tokenizer.save_pretrained(args.output)
+    with staged_folder(args.output, args.files, args.overwrite) as staging:
+        tokenizer.save_pretrained(staging)
     print(f"trained a {len(tokenizer):,}-token GLM tokenizer; saved to {args.output}")
 
 
@@ -46,7 +75,7 @@ def run_demo_command(args: argparse.Namespace) -> None:
     )
     started = time.perf_counter()
     try:
-        result = run_demo(args.output, settings)
+        result = run_demo(args.output, settings, overwrite=args.overwrite)
     except DemoEvaluationError as error:
         raise SystemExit(f"glm-hf demo: {error}") from error
     print(
@@ -77,12 +106,10 @@ def load_texts(args: argparse.Namespace):
         ):
             return _saved_split(load_from_disk(args.dataset), args.split)
         return load_dataset(args.dataset, args.dataset_config, split=args.split)
-    missing = [path for path in args.train_file if not os.path.isfile(path)]
-    if missing:
-        raise SystemExit(f"glm-hf pretrain: no such file: {', '.join(missing)}")
+    check_text_files(args.train_file)
     kinds = {"json" if path.endswith((".json", ".jsonl")) else "text" for path in args.train_file}
     if len(kinds) > 1:
-        raise SystemExit("glm-hf pretrain: give either text files or JSON/JSONL files, not both.")
+        raise UserError("give either text files or JSON/JSONL files, not both.")
     return load_dataset(kinds.pop(), data_files=args.train_file, split="train")
 
 
@@ -97,15 +124,19 @@ def _saved_split(saved, split: str):
 
 def run_pretrain(args: argparse.Namespace) -> None:
     """Pretrains a GLM from scratch on the user's texts and saves model, tokenizer, loss curve and model card."""
-    from .model_card import CardInfo
     from .pretraining import pretrain, save_run_artifacts
 
+    sources = [path for path in (args.dataset, args.tokenizer, *(args.train_file or ())) if path]
+    check_destination(args.output, sources, args.overwrite)
+    if args.tokenizer and not Path(args.tokenizer, "tokenizer_config.json").is_file():
+        raise UserError(f"--tokenizer {args.tokenizer} is not a saved tokenizer folder (no tokenizer_config.json).")
     texts = load_texts(args)
     if args.text_column not in texts.column_names:
-        raise SystemExit(
-            f"glm-hf pretrain: the data has no column {args.text_column!r} (columns: {texts.column_names}); "
-            "pass --text-column."
+        raise UserError(
+            f"the data has no column {args.text_column!r} (columns: {texts.column_names}); pass --text-column."
         )
+    if len(texts) == 0:
+        raise UserError("the training data has no rows; give texts to pretrain on.")
     if args.tokenizer:
         tokenizer = GLMTokenizer.from_pretrained(args.tokenizer)
     else:
@@ -119,30 +150,39 @@ def run_pretrain(args: argparse.Namespace) -> None:
         position_encoding=args.position_encoding,
         **tokenizer_special_ids(tokenizer),
     )
-    try:
-        trainer = pretrain(
-            texts,
-            tokenizer,
-            config,
-            args.output,
-            text_column=args.text_column,
-            row_length=args.row_length,
-            max_steps=args.max_steps,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            objective_probs=tuple(args.objective_probs),
-            mask_ratio=args.mask_ratio,
-        )
-    except ValueError as error:
-        raise SystemExit(f"glm-hf pretrain: {error}") from error
-    trainer.save_model(args.output)  # gathers sharded (FSDP) weights; writes on the main process only
+    trainer = pretrain(
+        texts,
+        tokenizer,
+        config,
+        args.output,
+        text_column=args.text_column,
+        row_length=args.row_length,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        objective_probs=tuple(args.objective_probs),
+        mask_ratio=args.mask_ratio,
+    )
     if not trainer.is_world_process_zero():
+        trainer.save_model(args.output)  # takes part in gathering sharded (FSDP) weights; only the main one writes
         return
-    ensure_chat_template(tokenizer).save_pretrained(args.output)
+    with staged_folder(args.output, sources, args.overwrite) as staging:
+        trainer.save_model(staging)
+        ensure_chat_template(tokenizer).save_pretrained(staging)
+        save_run_artifacts(
+            staging, trainer.state.log_history, _pretrain_card(args, trainer), trainer.model.num_parameters()
+        )
+    print(f"saved model, tokenizer, loss_curve.png and README.md (model card) to {args.output}")
+
+
+def _pretrain_card(args: argparse.Namespace, trainer):
+    """The model card facts of a `pretrain` run: its options and losses."""
+    from .model_card import CardInfo
+
     options = {name: value for name, value in vars(args).items() if name != "handler"}
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    card = CardInfo(
+    return CardInfo(
         title="A GLM pretrained with glm-hf",
         training=(
             f"Pretrained from scratch with `glm-hf pretrain` (blank infilling, stock `Trainer`), options "
@@ -150,8 +190,6 @@ def run_pretrain(args: argparse.Namespace) -> None:
         ),
         datasets=[args.dataset] if args.dataset else [],
     )
-    save_run_artifacts(args.output, trainer.state.log_history, card, trainer.model.num_parameters())
-    print(f"saved model, tokenizer, loss_curve.png and README.md (model card) to {args.output}")
 
 
 def tokenizer_special_ids(tokenizer: GLMTokenizer) -> dict[str, int]:
@@ -186,17 +224,15 @@ def run_card(args: argparse.Namespace) -> None:
     from .model_card import read_card_info, write_model_card
 
     folder = Path(args.model_dir)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder} has no config.json; point to a saved GLM model folder.")
     info = read_card_info(folder)
     for name in ("title", "license"):
         if getattr(args, name) is not None:
             setattr(info, name, getattr(args, name))
     if args.dataset:
         info.datasets = args.dataset
-    try:
-        path = write_model_card(folder, info)
-    except FileNotFoundError as error:
-        raise SystemExit(f"glm-hf card: {error}") from error
-    print(f"wrote {path}")
+    print(f"wrote {write_model_card(folder, info)}")
 
 
 def run_quantize(args: argparse.Namespace) -> None:
@@ -207,23 +243,20 @@ def run_quantize(args: argparse.Namespace) -> None:
 
     source, destination = Path(args.source), Path(args.destination)
     if not (source / "config.json").is_file():
-        raise SystemExit(f"glm-hf quantize: {source} has no config.json; point to a saved GLM folder.")
-    if destination.exists() and any(destination.iterdir()):
-        raise SystemExit(f"glm-hf quantize: {destination} exists and is not empty.")
-    try:
-        config = GLMQuantizationConfig(
-            bits=args.bits, method=args.method, group_size=args.group_size, activations=args.activations
-        )
-        model = GLMForConditionalGeneration.from_pretrained(source, quantization_config=config)
-    except ValueError as error:
-        raise SystemExit(f"glm-hf quantize: {error}") from error
-    model.save_pretrained(destination)
-    if (source / "tokenizer_config.json").is_file():
-        GLMTokenizer.from_pretrained(source).save_pretrained(destination)
+        raise UserError(f"{source} has no config.json; point to a saved GLM folder.")
+    check_destination(destination, [source], args.overwrite)
+    config = GLMQuantizationConfig(
+        bits=args.bits, method=args.method, group_size=args.group_size, activations=args.activations
+    )
+    model = GLMForConditionalGeneration.from_pretrained(source, quantization_config=config)
     info = read_card_info(source)
     info.title = f"{info.title} (int{args.bits} {args.method})"
     info.base_model = str(source)
-    write_model_card(destination, info, model.num_parameters())
+    with staged_folder(destination, [source], args.overwrite) as staging:
+        model.save_pretrained(staging)
+        if (source / "tokenizer_config.json").is_file():
+            GLMTokenizer.from_pretrained(source).save_pretrained(staging)
+        write_model_card(staging, info, model.num_parameters())
     print(f"quantized {source} -> {destination} (int{args.bits} {args.method}, group size {args.group_size})")
 
 
@@ -255,7 +288,10 @@ def run_serve(args: argparse.Namespace) -> None:
 
 def _positive(kind: type):
     def parse(text: str):
-        value = kind(text)
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}") from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
@@ -263,19 +299,37 @@ def _positive(kind: type):
     return parse
 
 
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return common
+
+
+def _overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty output folder (swapped in once complete)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glm-hf", description="GLM models for HuggingFace Transformers.")
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="glm-hf", description="GLM models for HuggingFace Transformers.", parents=[common]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="pretrain a tiny GLM on the embedded bilingual corpus and evaluate held-out blank filling"
+        "demo",
+        parents=[common],
+        help="pretrain a tiny GLM on the embedded bilingual corpus and evaluate held-out blank filling",
     )
     demo.add_argument("--output", default="glm-demo", help="folder for the model, tokenizer, loss curve and card")
     defaults = DemoSettings()
-    demo.add_argument("--max-steps", type=int, default=defaults.max_steps)
-    demo.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    demo.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
-    demo.add_argument("--num-layers", type=int, default=defaults.num_hidden_layers)
-    demo.add_argument("--num-heads", type=int, default=defaults.num_attention_heads)
+    demo.add_argument("--max-steps", type=_positive(int), default=defaults.max_steps)
+    demo.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size)
+    demo.add_argument("--hidden-size", type=_positive(int), default=defaults.hidden_size)
+    demo.add_argument("--num-layers", type=_positive(int), default=defaults.num_hidden_layers)
+    demo.add_argument("--num-heads", type=_positive(int), default=defaults.num_attention_heads)
     demo.add_argument(
         "--full-corpus",
         action="store_true",
@@ -283,9 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--show", type=int, default=8, help="held-out fills to print")
     demo.add_argument("--seed", type=int, default=0)
+    _overwrite_option(demo)
     demo.set_defaults(handler=run_demo_command)
 
-    pretrain = commands.add_parser("pretrain", help="pretrain a GLM from scratch on your texts")
+    pretrain = commands.add_parser("pretrain", parents=[common], help="pretrain a GLM from scratch on your texts")
     source = pretrain.add_mutually_exclusive_group(required=True)
     source.add_argument("--train-file", nargs="+", help="text files (one document per line) or JSON/JSONL files")
     source.add_argument(
@@ -296,51 +351,66 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--text-column", default="text")
     pretrain.add_argument("--output", required=True, help="folder for the model, tokenizer, loss curve and card")
     pretrain.add_argument("--tokenizer", help="a saved GLM tokenizer; default: train a byte-level BPE on the texts")
-    pretrain.add_argument("--vocab-size", type=int, default=8000, help="size of the tokenizer trained on the texts")
-    pretrain.add_argument("--hidden-size", type=int, default=256)
-    pretrain.add_argument("--num-layers", type=int, default=4)
-    pretrain.add_argument("--num-heads", type=int, default=4)
-    pretrain.add_argument("--position-encoding", choices=("learned_2d", "rotary_2d"), default="learned_2d")
-    pretrain.add_argument("--row-length", type=int, default=256, help="tokens per packed training row")
-    pretrain.add_argument("--max-steps", type=int, default=1000)
     pretrain.add_argument(
-        "--batch-size", type=int, default=16, help="rows per step and process (the global batch is this x processes)"
+        "--vocab-size", type=_positive(int), default=8000, help="size of the tokenizer trained on the texts"
     )
-    pretrain.add_argument("--learning-rate", type=float, default=1e-3)
+    pretrain.add_argument("--hidden-size", type=_positive(int), default=256)
+    pretrain.add_argument("--num-layers", type=_positive(int), default=4)
+    pretrain.add_argument("--num-heads", type=_positive(int), default=4)
+    pretrain.add_argument("--position-encoding", choices=("learned_2d", "rotary_2d"), default="learned_2d")
+    pretrain.add_argument("--row-length", type=_positive(int), default=256, help="tokens per packed training row")
+    pretrain.add_argument("--max-steps", type=_positive(int), default=1000)
+    pretrain.add_argument(
+        "--batch-size",
+        type=_positive(int),
+        default=16,
+        help="rows per step and process (the global batch is this x processes)",
+    )
+    pretrain.add_argument("--learning-rate", type=_positive(float), default=1e-3)
     pretrain.add_argument(
         "--objective-probs", type=float, nargs=3, default=(0.6, 0.2, 0.2), metavar=("TOKEN", "SENTENCE", "DOCUMENT")
     )
     pretrain.add_argument("--mask-ratio", type=float, default=0.15)
     pretrain.add_argument("--seed", type=int, default=0)
+    _overwrite_option(pretrain)
     pretrain.set_defaults(handler=run_pretrain)
 
-    convert = commands.add_parser("convert", help="convert a THUDM GLM or ChatGLM-6B checkpoint folder to glm-hf")
+    convert = commands.add_parser(
+        "convert", parents=[common], help="convert a THUDM GLM or ChatGLM-6B checkpoint folder to glm-hf"
+    )
     convert.add_argument("source", help="THUDM checkpoint folder (config.json, weights, vocabulary files)")
     convert.add_argument("destination", help="folder to write (must not exist or be empty, unless --overwrite)")
     convert.add_argument("--dtype", choices=("keep", "float32", "float16", "bfloat16"), default="keep")
     convert.add_argument("--no-tokenizer", action="store_true", help="convert a ChatGLM folder without ice_text.model")
-    convert.add_argument("--overwrite", action="store_true", help="replace a non-empty destination")
+    _overwrite_option(convert)
     convert.set_defaults(handler=run_convert)
 
-    quantize = commands.add_parser("quantize", help="weight-only quantize a saved GLM folder")
+    quantize = commands.add_parser("quantize", parents=[common], help="weight-only quantize a saved GLM folder")
     quantize.add_argument("source", help="a saved GLM folder")
-    quantize.add_argument("destination", help="folder to write (must not exist or be empty)")
+    quantize.add_argument("destination", help="folder to write (must not exist or be empty, unless --overwrite)")
     quantize.add_argument("--bits", type=int, choices=(4, 8), default=8)
     quantize.add_argument("--method", choices=("absmax", "zeropoint"), default="absmax")
-    quantize.add_argument("--group-size", type=int, default=None, help="columns per scale (default: one per row)")
+    quantize.add_argument(
+        "--group-size", type=_positive(int), default=None, help="columns per scale (default: one per row)"
+    )
     quantize.add_argument(
         "--activations", choices=("dynamic_int8",), default=None, help="W8A8: int8 activations too (fast on CPU)"
     )
+    _overwrite_option(quantize)
     quantize.set_defaults(handler=run_quantize)
 
-    card = commands.add_parser("card", help="write a model folder's README.md (model card) from its files")
+    card = commands.add_parser(
+        "card", parents=[common], help="write a model folder's README.md (model card) from its files"
+    )
     card.add_argument("model_dir", help="a saved GLM folder (config.json; card_info.json and log_history.json used)")
     card.add_argument("--title")
     card.add_argument("--license")
     card.add_argument("--dataset", nargs="+", help="Hub ids of the training datasets")
     card.set_defaults(handler=run_card)
 
-    serve = commands.add_parser("serve", help="serve a GLM folder over an OpenAI-compatible HTTP API and a chat page")
+    serve = commands.add_parser(
+        "serve", parents=[common], help="serve a GLM folder over an OpenAI-compatible HTTP API and a chat page"
+    )
     serve.add_argument("model_dir", nargs="?", help="a saved GLM folder (default: ./glm-demo from `glm-hf demo`)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
@@ -356,19 +426,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=run_serve)
 
-    tokenizer = commands.add_parser("tokenizer", help="tokenizer tools")
+    tokenizer = commands.add_parser("tokenizer", parents=[common], help="tokenizer tools")
     tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
-    train = tokenizer_commands.add_parser("train", help="train a byte-level BPE GLM tokenizer on text files")
+    train = tokenizer_commands.add_parser(
+        "train", parents=[common], help="train a byte-level BPE GLM tokenizer on text files"
+    )
     train.add_argument("files", nargs="+", help="UTF-8 text files, one or more documents per line")
-    train.add_argument("--vocab-size", type=int, default=32000)
+    train.add_argument("--vocab-size", type=_positive(int), default=32000)
     train.add_argument("--output", required=True, help="folder to save the tokenizer to")
+    _overwrite_option(train)
     train.set_defaults(handler=run_tokenizer_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Runs a command. An error ends it with one line on stderr and exit status 1 (2 for bad arguments, from
+    argparse); `--debug` shows the traceback instead."""
     args = build_parser().parse_args(argv)
-    args.handler(args)
+    try:
+        args.handler(args)
+    except KeyboardInterrupt:
+        raise SystemExit(f"{_command_name(args)}: interrupted") from None
+    except Exception as error:
+        if args.debug:
+            raise
+        raise SystemExit(f"{_command_name(args)}: {_describe(error)}") from None
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    return " ".join(["glm-hf", args.command, *([args.tokenizer_command] if args.command == "tokenizer" else [])])
+
+
+def _describe(error: Exception) -> str:
+    """One line for an error: the message of a bad-input error, or the error's type, message and where it was raised
+    for anything unexpected."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, ValueError | OSError):
+        return message
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    location = f"{Path(frame.filename).name}:{frame.lineno}"
+    return f"unexpected {type(error).__name__} at {location}: {message} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ tokenizer (`assets/demo_tokenizer`) is what `train_demo_tokenizer()` builds; `sc
 rebuilds it.
 """
 
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from datasets import Dataset
 from . import corpus
 from .chat_templates import ensure_chat_template
 from .configuration_glm import GLMConfig
+from .folder_writes import check_destination, staged_folder
 from .model_card import CardInfo
 from .modeling_glm import GLMForConditionalGeneration
 from .pretraining import fill_blanks, pretrain, save_run_artifacts
@@ -97,40 +99,47 @@ def demo_config(tokenizer: GLMTokenizer, settings: DemoSettings) -> GLMConfig:
     )
 
 
-def run_demo(output_dir: str | Path, settings: DemoSettings | None = None) -> DemoResult:
+def run_demo(output_dir: str | Path, settings: DemoSettings | None = None, overwrite: bool = False) -> DemoResult:
     """Pretrains the demo GLM, evaluates held-out blank filling, saves model, tokenizer, loss curve and model card
-    to `output_dir`, and returns the measurements."""
+    to `output_dir` (a non-empty one only with `overwrite`; swapped in once complete), and returns the
+    measurements."""
     settings = settings or DemoSettings()
+    check_destination(output_dir, overwrite=overwrite)
     torch.manual_seed(settings.seed)
     documents, train_facts, held_out = demo_training_texts(settings.full_corpus)
     tokenizer = load_demo_tokenizer()
-    trainer = pretrain(
-        Dataset.from_dict({"text": documents}),
-        tokenizer,
-        demo_config(tokenizer, settings),
-        output_dir,
-        row_length=settings.row_length,
-        max_steps=settings.max_steps,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
-        progress_bar=settings.progress_bar,
-        mask_ratio=settings.mask_ratio,
-        objective_probs=settings.objective_probs,
-    )
+    with tempfile.TemporaryDirectory() as scratch:  # the Trainer's output_dir; it saves nothing there
+        trainer = pretrain(
+            Dataset.from_dict({"text": documents}),
+            tokenizer,
+            demo_config(tokenizer, settings),
+            scratch,
+            row_length=settings.row_length,
+            max_steps=settings.max_steps,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            seed=settings.seed,
+            progress_bar=settings.progress_bar,
+            mask_ratio=settings.mask_ratio,
+            objective_probs=settings.objective_probs,
+        )
     model = trainer.model
-    # Saved before anything else can fail: minutes of training are never lost to an evaluation error.
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    try:
-        result = evaluate_demo_model(model, tokenizer, train_facts, held_out)
-    except Exception as error:
+    with staged_folder(output_dir, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            result = evaluate_demo_model(model, tokenizer, train_facts, held_out)
+        except Exception as error:  # minutes of training are never lost to an evaluation error: the model is kept
+            evaluation_error = error
+        else:
+            evaluation_error = None
+            result.final_loss = next(entry["loss"] for entry in reversed(trainer.state.log_history) if "loss" in entry)
+            save_run_artifacts(staging, trainer.state.log_history, _card(settings, result), model.num_parameters())
+    if evaluation_error is not None:
         raise DemoEvaluationError(
             f"training finished and the model and tokenizer are saved in {output_dir}, but evaluating them failed "
-            f"({type(error).__name__}: {error})"
-        ) from error
-    result.final_loss = next(entry["loss"] for entry in reversed(trainer.state.log_history) if "loss" in entry)
-    save_run_artifacts(output_dir, trainer.state.log_history, _card(settings, result), model.num_parameters())
+            f"({type(evaluation_error).__name__}: {evaluation_error})"
+        ) from evaluation_error
     return result
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from .configuration_glm import GLMConfig
+from .folder_writes import write_text_atomic
 
 TEMPLATE = Path(__file__).parent / "assets" / "model_card_template.md"
 CARD_INFO_FILE = "card_info.json"
@@ -111,7 +112,16 @@ def build_model_card(
 def read_card_info(folder: str | Path) -> CardInfo:
     """The folder's `card_info.json`, or the defaults when it has none."""
     info_file = Path(folder) / CARD_INFO_FILE
-    return CardInfo(**json.loads(info_file.read_text(encoding="utf-8"))) if info_file.is_file() else CardInfo()
+    if not info_file.is_file():
+        return CardInfo()
+    try:
+        fields = json.loads(info_file.read_text(encoding="utf-8"))
+        return CardInfo(**fields)
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
+        raise ValueError(
+            f"{info_file} is damaged ({error}); it must be a JSON object with the fields of CardInfo "
+            f"({', '.join(CardInfo.__dataclass_fields__)}). Fix it or delete it to start from the defaults."
+        ) from error
 
 
 def write_model_card(
@@ -128,8 +138,8 @@ def write_model_card(
     if not info.training and (folder / LOG_HISTORY_FILE).is_file():
         info.training = _training_from_log(json.loads((folder / LOG_HISTORY_FILE).read_text(encoding="utf-8")))
     if save_info:
-        (folder / CARD_INFO_FILE).write_text(json.dumps(asdict(info), indent=1, ensure_ascii=False), encoding="utf-8")
-    build_model_card(config, info, parameters).save(folder / "README.md")
+        write_text_atomic(folder / CARD_INFO_FILE, json.dumps(asdict(info), indent=1, ensure_ascii=False))
+    write_text_atomic(folder / "README.md", str(build_model_card(config, info, parameters)))
     return folder / "README.md"
 
 

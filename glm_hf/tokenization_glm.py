@@ -54,6 +54,18 @@ def decode_whitespace(text: str) -> str:
     return text.replace("<n>", "\n").replace("<|tab|>", "\t")
 
 
+class _TextCounter:
+    """Iterates over texts, counting the non-blank ones (training consumes a stream, so count as it goes)."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.texts, self.count = texts, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.texts:
+            self.count += bool(text and text.strip())
+            yield text
+
+
 class GLMTokenizer(TokenizersBackend):
     """Tokenizer for GLM models.
 
@@ -96,7 +108,15 @@ class GLMTokenizer(TokenizersBackend):
         with the GLM special tokens at ids 0-8 in `DEFAULT_SPECIAL_TOKENS` order. Blanks strip the whitespace on
         their left, as THUDM's tokenizers do. Chinese characters are pre-split one per piece, so a token never
         spans a word boundary in text without spaces (else "首都是巴黎" could become one token, and a blank could not
-        stand for "巴黎" alone)."""
+        stand for "巴黎" alone). Raises ValueError when `vocab_size` leaves no room for a learned token or the
+        texts hold no text."""
+        base_size = len(DEFAULT_SPECIAL_TOKENS) + len(pre_tokenizers.ByteLevel.alphabet())
+        if vocab_size <= base_size:
+            raise ValueError(
+                f"vocab_size={vocab_size} leaves no room for learned tokens: the special tokens and the 256 bytes "
+                f"already take {base_size}; use a larger size (thousands for real text)."
+            )
+        texts = _TextCounter(texts)
         backend = Tokenizer(BPE())
         backend.pre_tokenizer = pre_tokenizers.Sequence(
             [
@@ -116,6 +136,8 @@ class GLMTokenizer(TokenizersBackend):
             show_progress=show_progress,
         )
         backend.train_from_iterator(texts, trainer=trainer)
+        if texts.count == 0:
+            raise ValueError("the training texts are empty (no non-blank text); give a corpus to train on.")
         backend.post_processor = processors.ByteLevel(trim_offsets=False)
         return cls.from_backend(backend)
 

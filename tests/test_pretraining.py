@@ -122,7 +122,18 @@ def test_pretrain_command_reads_a_saved_dataset(tmp_path):
     )  # fmt: skip
     assert (out / "model.safetensors").is_file()
     with pytest.raises(SystemExit, match="no split 'validation'"):
-        main(["pretrain", "--dataset", str(tmp_path / "saved"), "--split", "validation", "--output", str(out)])
+        main(
+            [
+                "pretrain",
+                "--dataset",
+                str(tmp_path / "saved"),
+                "--split",
+                "validation",
+                "--output",
+                str(out),
+                "--overwrite",
+            ]
+        )
 
 
 def test_pretrain_command_reports_bad_input(tmp_path):

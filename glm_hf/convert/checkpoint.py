@@ -18,8 +18,6 @@ import json
 import math
 import os
 import pickle
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from safetensors.torch import save_file
 
 from ..chat_templates import chatglm_chat_template, glm_chat_template
 from ..configuration_glm import GLMConfig
+from ..folder_writes import FolderWriteError, check_destination, staged_folder
 from ..model_card import DEFAULT_LIMITATIONS, CardInfo, write_model_card
 from ..tokenization_glm import GLMTokenizer
 from .vocab import chatglm_tokenizer, load_thudm_vocabulary
@@ -283,8 +282,10 @@ def convert_checkpoint(
     kind = source_format(source)
     if kind == "glm_hf":
         raise CheckpointError(f"{source} is already a glm-hf checkpoint; load it with from_pretrained.")
-    if destination.exists() and any(destination.iterdir()) and not overwrite:
-        raise CheckpointError(f"{destination} exists and is not empty; pass overwrite=True (--overwrite) to replace.")
+    try:
+        check_destination(destination, [source], overwrite)
+    except FolderWriteError as error:
+        raise CheckpointError(str(error)) from error
     tokenizer = source_tokenizer(source, kind)
     if tokenizer is None and (require_tokenizer or kind == "thudm_glm"):
         raise CheckpointError(
@@ -304,9 +305,7 @@ def convert_checkpoint(
         _check_special_ids(config, tokenizer, source)
     if dtype is not None:
         config.dtype = dtype
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with staged_folder(destination, [source], overwrite) as staging:
         _write_weights(source, staging, kind, config, dtype, progress)
         config.save_pretrained(staging)
         if tokenizer is not None:
@@ -314,12 +313,6 @@ def convert_checkpoint(
         write_model_card(
             staging, _card_info(source, kind), sum(math.prod(s) for s in expected_shapes(config).values())
         )
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return destination
 
 
