@@ -94,6 +94,46 @@ def span_after_part_a_position_ids(padding_mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([part_a, torch.stack([blank, torch.ones_like(blank)], dim=1)], dim=-1)
 
 
+def read_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """A 2D padding mask as booleans (True = token): HF's 1/0 masks as they are, and additive masks (0 for a token,
+    -inf or a large negative for padding; recognised by their negative values) by their meaning. Any other values
+    are refused rather than guessed."""
+    if attention_mask.is_floating_point() and bool((attention_mask < 0).any()):
+        return attention_mask == 0
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError(
+            "A 2D attention_mask holds 1 for tokens and 0 for padding (or, additively, 0 for tokens and -inf for "
+            f"padding); got the values {attention_mask.unique()[:8].tolist()}."
+        )
+    return attention_mask.bool()
+
+
+def read_attention_mask_4d(attention_mask: torch.Tensor) -> torch.Tensor:
+    """A 4D mask as booleans "may attend": a boolean mask as it is, an integer one as 1/0, and a floating one as
+    transformers' additive masks read (0 = may attend, -inf or a large negative = blocked)."""
+    if attention_mask.dtype == torch.bool:
+        return attention_mask
+    if attention_mask.is_floating_point():
+        if bool((attention_mask > 0).any()):
+            raise ValueError(
+                "A floating 4D attention_mask is additive (0 where a query may attend, -inf or a large negative "
+                "where not), but this one has positive values; pass a boolean mask (True = may attend) instead."
+            )
+        return attention_mask == 0
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError("An integer 4D attention_mask holds 1 (may attend) and 0 (blocked) only; got other values.")
+    return attention_mask.bool()
+
+
+def check_part_a_lengths(sep: torch.Tensor, length: int) -> None:
+    """Part A lengths (a 1D attention_mask) must lie in [0, length], the tokens of their rows."""
+    if sep.numel() and not 0 <= int(sep.min()) <= int(sep.max()) <= length:
+        raise ValueError(
+            f"A 1D attention_mask holds each row's Part A length, in [0, {length}] for these rows; got lengths from "
+            f"{int(sep.min())} to {int(sep.max())}."
+        )
+
+
 def build_attention_mask(
     sep: torch.Tensor,
     query_length: int,

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import EntryNotFoundError
+from safetensors import SafetensorError, safe_open
 
 
 def _read_text(path: str) -> str:
@@ -25,10 +26,46 @@ def _thudm_folder(path) -> bool:
     config_file = os.path.join(str(path), "config.json")
     if not os.path.isfile(config_file):
         return False
-    with open(config_file, encoding="utf-8") as handle:
-        config = json.load(handle)
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _loading_error(str(path), error) from error
     model_type = config.get("model_type")
     return model_type == "chatglm" or (model_type == "glm" and "block_position_encoding" in config)
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """Whether `name` can only be a local path (a Hub repo id is `name` or `namespace/name`)."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _damaged_weight_files(folder: str) -> list[str]:
+    """The safetensors files in `folder` that cannot be opened (truncated, empty or not safetensors)."""
+    damaged = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            try:
+                with safe_open(os.path.join(folder, name), framework="pt") as weights:
+                    for key in weights.keys():
+                        weights.get_slice(key)
+            except (SafetensorError, OSError):
+                damaged.append(name)
+    return damaged
+
+
+def _loading_error(path: str, error: Exception) -> OSError:
+    """A clear error for a folder whose files are damaged: which file, and what to do."""
+    if isinstance(error, UnicodeDecodeError | json.JSONDecodeError):
+        return OSError(
+            f"{os.path.join(path, 'config.json')} is damaged (not valid JSON: {error}); download or save "
+            "the model again."
+        )
+    damaged = _damaged_weight_files(path) if os.path.isdir(path) else []
+    names = ", ".join(os.path.join(path, name) for name in damaged) or f"a weights file of {path}"
+    return OSError(
+        f"{names} is damaged ({error}): truncated, empty or not a safetensors file; download or save the model again."
+    )
 
 
 class GLMHubMixin:
@@ -108,7 +145,15 @@ class GLMHubMixin:
                     pretrained_model_name_or_path, os.path.join(scratch, "converted"), require_tokenizer=False
                 )
                 return cls.from_pretrained(converted, *args, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        path = str(pretrained_model_name_or_path)
+        if _looks_like_a_path(path) and not os.path.exists(os.path.expanduser(path)):
+            raise OSError(
+                f"{path} does not exist; give the folder of a saved model or a Hub repo id (namespace/name)."
+            )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (SafetensorError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise _loading_error(path, error) from error
 
 
 __all__ = ["GLMHubMixin"]

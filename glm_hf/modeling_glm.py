@@ -1,5 +1,6 @@
 """PyTorch GLM: autoregressive blank infilling with 2D positions (GLM, GLM-130B-style, ChatGLM-6B-style)."""
 
+import copy
 import os
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ from .blank_infilling import (
     batch_multiple_choice,
     build_attention_mask,
     build_position_ids,
+    check_part_a_lengths,
     generation_layout,
     left_to_right_position_ids,
     left_to_right_prefix,
@@ -30,6 +32,8 @@ from .blank_infilling import (
     part_a_length,
     part_a_length_from_positions,
     part_a_position_ids,
+    read_attention_mask_4d,
+    read_padding_mask,
     span_after_part_a_position_ids,
     span_continuation,
     text_positions,
@@ -47,6 +51,16 @@ from .transformers_compat import (
     output_cache,
     select_cache,
 )
+
+
+def check_not_empty(inputs: torch.Tensor) -> None:
+    """Refuses inputs that are not a batch of rows (`[batch, seq]` ids or `[batch, seq, hidden]` embeddings) or
+    that hold no token, which would otherwise fail deep inside attention."""
+    if inputs.dim() < 2 or inputs.shape[0] == 0 or inputs.shape[1] == 0:
+        raise ValueError(
+            f"The inputs must be a non-empty batch [batch, seq] of token ids (or [batch, seq, hidden] embeddings); "
+            f"got shape {list(inputs.shape)}."
+        )
 
 
 def rotate_half_pairs(x: torch.Tensor) -> torch.Tensor:
@@ -421,6 +435,7 @@ class GLMModel(GLMPreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        check_not_empty(input_ids if input_ids is not None else inputs_embeds)
         cache = select_cache(cache, past_key_values)
         if self.training and torch.is_grad_enabled() and any(layer.gradient_checkpointing for layer in self.layers):
             # The backward pass replays each layer, which would write its keys into a cache a second time.
@@ -439,7 +454,9 @@ class GLMModel(GLMPreTrainedModel):
         prefix_length = 0 if prefix_key_values is None else prefix_key_values[0][0].shape[-2]
         if prefix_length and (attention_mask is None or attention_mask.dim() != 4):
             raise ValueError("prefix_key_values need a 4D attention_mask that covers the prefix keys.")
-        self._check_padding_mask(attention_mask, inputs_embeds.shape[0], past_length + inputs_embeds.shape[1])
+        attention_mask = self._read_attention_mask(
+            attention_mask, inputs_embeds.shape[0], past_length + inputs_embeds.shape[1]
+        )
         position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
         mask = self._resolve_attention_mask(
             input_ids, attention_mask, inputs_embeds, cache, past_length, position_ids, prefix_length
@@ -469,15 +486,28 @@ class GLMModel(GLMPreTrainedModel):
         return self.embedding_dropout(inputs_embeds), rotary
 
     @staticmethod
-    def _check_padding_mask(attention_mask: torch.Tensor | None, batch: int, seen_length: int) -> None:
-        """A padding mask (any mask that is neither Part A lengths nor 4D) must cover the cached and new tokens."""
-        if attention_mask is None or attention_mask.dim() in (0, 1, 4):
-            return
+    def _read_attention_mask(attention_mask: torch.Tensor | None, batch: int, seen_length: int) -> torch.Tensor | None:
+        """The attention mask in the form the model computes with, after checking it: Part A lengths (integers in
+        [0, past + seq]), a boolean 2D padding mask covering the cached and new tokens, or a boolean 4D mask (see
+        `blank_infilling.read_padding_mask` / `read_attention_mask_4d` for the additive forms they accept)."""
+        if attention_mask is None:
+            return None
+        if attention_mask.dim() <= 1:
+            if attention_mask.numel() not in (1, batch) or attention_mask.is_floating_point():
+                raise ValueError(
+                    f"A 1D attention_mask holds one integer Part A length per row ([batch] = [{batch}]), got "
+                    f"shape {list(attention_mask.shape)} of {attention_mask.dtype}."
+                )
+            check_part_a_lengths(attention_mask, seen_length)
+            return attention_mask
+        if attention_mask.dim() == 4:
+            return read_attention_mask_4d(attention_mask)
         if attention_mask.shape != (batch, seen_length):
             raise ValueError(
                 f"A 2D attention_mask (padding) must have shape [batch, past + seq] = {[batch, seen_length]}, "
                 f"got {list(attention_mask.shape)}."
             )
+        return read_padding_mask(attention_mask)
 
     def _resolve_position_ids(
         self,
@@ -517,7 +547,9 @@ class GLMModel(GLMPreTrainedModel):
                 f"position_ids must have shape [batch, 2, seq] = {[batch, 2, seq_len]} (position, block position), "
                 f"got {list(position_ids.shape)}."
             )
-        largest = int(position_ids.max())
+        smallest, largest = (int(value) for value in torch.aminmax(position_ids))
+        if smallest < 0:
+            raise ValueError(f"position_ids must be non-negative; got {smallest}.")
         if largest >= self.config.max_position_embeddings:
             raise ValueError(
                 f"The input needs position {largest} but the model has max_position_embeddings="
@@ -550,15 +582,10 @@ class GLMModel(GLMPreTrainedModel):
                     f"A 4D attention_mask must have shape [batch, 1, seq, keys] (keys: prefix + cached tokens + seq)"
                     f" = {[batch, 1, seq_len, key_length]}, got {list(attention_mask.shape)}."
                 )
-            return attention_mask.bool()
+            return attention_mask
 
         padding = None
         if attention_mask is not None and attention_mask.dim() <= 1:
-            if attention_mask.numel() not in (1, batch) or attention_mask.is_floating_point():
-                raise ValueError(
-                    f"A 1D attention_mask holds one integer Part A length per row ([batch] = [{batch}]), got "
-                    f"shape {list(attention_mask.shape)} of {attention_mask.dtype}."
-                )
             sep = attention_mask.to(inputs_embeds.device, torch.long).reshape(-1).expand(batch)
         else:
             padding = attention_mask
@@ -607,6 +634,32 @@ class GLMGenerativeHead(GLMWithVocabularyHead, GenerationMixin):
     def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
         """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches."""
         return attention_mask
+
+    @staticmethod
+    def _padding_for_generate(kwargs: dict) -> None:
+        """Turns a 2D padding mask given to generate() into HF's 1/0 form (generate() extends it with ones each
+        step, which would be wrong for an additive mask)."""
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 2:
+            kwargs["attention_mask"] = read_padding_mask(mask).long()
+
+    def _check_room_to_generate(self, last_position: int, generation_config, kwargs: dict, prompt_length: int):
+        """Refuses, before any token is generated, a call whose new tokens would need positions past the position
+        table (`max_position_embeddings`): each new token but the last is fed back one (block) position further
+        than the prompt's `last_position`."""
+        settings = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
+        settings.update(**{name: kwargs[name] for name in ("max_new_tokens", "max_length") if name in kwargs})
+        new_tokens = settings.max_new_tokens
+        if new_tokens is None:
+            new_tokens = settings.max_length - prompt_length
+        largest = last_position + max(new_tokens - 1, 0)
+        if largest >= self.config.max_position_embeddings:
+            room = self.config.max_position_embeddings - last_position
+            raise ValueError(
+                f"Generating {new_tokens} tokens would need position {largest}, but the model has "
+                f"max_position_embeddings={self.config.max_position_embeddings}: ask for at most {max(room, 0)} new "
+                "tokens (max_new_tokens) or shorten the prompt."
+            )
 
 
 class GLMForConditionalGeneration(GLMChatMixin, GLMGenerativeHead):
@@ -703,6 +756,8 @@ class GLMForConditionalGeneration(GLMChatMixin, GLMGenerativeHead):
             return super().generate(generation_config=generation_config, **self._continue_embedded_prompt(kwargs))
         if input_ids is None:
             raise ValueError("GLM generate() needs input_ids holding a blank ([MASK], [sMASK] or [gMASK]).")
+        check_not_empty(input_ids)
+        self._padding_for_generate(kwargs)
         attention_mask = kwargs.get("attention_mask")
         if attention_mask is not None and attention_mask.dim() == 1:
             # A training batch (Part A lengths as the mask, as Seq2SeqTrainer passes it with predict_with_generate):
@@ -725,6 +780,8 @@ class GLMForConditionalGeneration(GLMChatMixin, GLMGenerativeHead):
         # GLM's positions travel as the prompt's (see forward): transformers' own position bookkeeping advances every
         # row of a position tensor, which is wrong for GLM's first row (the blank's position stays fixed).
         kwargs["prompt_position_ids"] = kwargs.pop("position_ids")
+        last_block_position = int(kwargs["prompt_position_ids"][:, 1, -1].max())
+        self._check_room_to_generate(last_block_position, generation_config, kwargs, input_ids.shape[1])
         return super().generate(input_ids, generation_config, **kwargs)
 
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
@@ -814,6 +871,7 @@ class GLMForCausalLM(GLMGenerativeHead):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        check_not_empty(input_ids if input_ids is not None else inputs_embeds)
         cache = select_cache(cache, past_key_values)
         batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         device = (input_ids if input_ids is not None else inputs_embeds).device
@@ -860,7 +918,7 @@ class GLMForCausalLM(GLMGenerativeHead):
                 f"{list(attention_mask.shape)}; GLM layouts with blanks and Part B spans belong to "
                 "GLMForConditionalGeneration."
             )
-        return attention_mask
+        return read_padding_mask(attention_mask)
 
     def _text_positions(
         self, position_ids: torch.Tensor | None, padding: torch.Tensor | None, past_length: int, seq_len: int, device
@@ -944,6 +1002,14 @@ class GLMForCausalLM(GLMGenerativeHead):
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
         """`GenerationMixin.generate`, with the prefix's keys and values computed once for the whole call.
         Returns `input_ids + new tokens`, as for any causal LM."""
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if input_ids is not None:
+            check_not_empty(input_ids)
+            self._padding_for_generate(kwargs)
+            mask = kwargs.get("attention_mask")
+            text_length = input_ids.shape[1] if mask is None else int(mask.sum(-1).max())
+            last_position = text_length - 1 + LEFT_TO_RIGHT_PREFIX_LENGTH
+            self._check_room_to_generate(last_position, generation_config, kwargs, input_ids.shape[1])
         if kwargs.get("prefix_key_values") is None:
             kwargs["prefix_key_values"] = self.left_to_right_prefix_key_values()
         return super().generate(inputs, generation_config, **kwargs)
