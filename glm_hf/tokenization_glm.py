@@ -190,6 +190,8 @@ class GLMTokenizer(TokenizersBackend):
         return decode_whitespace(text) if self.whitespace_tokens else text
 
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
+        if isinstance(text, list | tuple) and not text:
+            raise ValueError("The batch of texts to tokenize is empty; give at least one text.")
         if self.whitespace_tokens and not kwargs.get("is_split_into_words"):
             text, text_pair = self._whitespace_pieces(text), self._whitespace_pieces(text_pair)
         truncation = kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE)
@@ -277,13 +279,20 @@ class GLMTokenizer(TokenizersBackend):
         if ids and isinstance(ids[0], int):
             ids = [ids]
         if attention_mask is None:
-            return [list(row) for row in ids]
-        mask = attention_mask.tolist() if isinstance(attention_mask, torch.Tensor) else list(attention_mask)
-        if mask and isinstance(mask[0], int):
-            mask = [mask]
-        return [
-            [t for t, keep in zip(row, keep_row, strict=True) if keep] for row, keep_row in zip(ids, mask, strict=True)
-        ]
+            rows = [list(row) for row in ids]
+        else:
+            mask = attention_mask.tolist() if isinstance(attention_mask, torch.Tensor) else list(attention_mask)
+            if mask and isinstance(mask[0], int):
+                mask = [mask]
+            rows = [
+                [t for t, keep in zip(row, keep_row, strict=True) if keep]
+                for row, keep_row in zip(ids, mask, strict=True)
+            ]
+        if not rows or not all(rows):
+            raise ValueError(
+                "The prompts are empty (no rows, or a row without tokens); give each example its tokenized text."
+            )
+        return rows
 
     def _generation_batch(self, prompts: list[list[int]]) -> BatchEncoding:
         width = max(len(p) for p in prompts)

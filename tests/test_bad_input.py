@@ -220,3 +220,16 @@ def test_the_traceback_appears_only_with_debug(tmp_path):
         [*command, "--debug"], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_empty_batches_to_the_tokenizer_and_its_builders_are_refused():
+    from glm_hf.demo import load_demo_tokenizer
+
+    tokenizer = load_demo_tokenizer()
+    with pytest.raises(ValueError, match="batch of texts to tokenize is empty"):
+        tokenizer([], return_tensors="pt")
+    for prompts in ({"input_ids": []}, {"input_ids": [[]]}, tokenizer(["Paris [MASK]", ""])):
+        with pytest.raises(ValueError, match="prompts are empty"):
+            tokenizer.build_inputs_for_generation(prompts)
+    with pytest.raises(ValueError, match="prompts are empty"):
+        tokenizer.build_inputs_for_multiple_choice({"input_ids": []}, [])
