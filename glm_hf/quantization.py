@@ -37,12 +37,13 @@ class QuantizationSpec:
     activations: str | None = None
 
     def __post_init__(self) -> None:
-        if self.bits not in BITS:
-            raise ValueError(f"bits must be one of {BITS}, got {self.bits}.")
+        if not _is_int(self.bits) or self.bits not in BITS:
+            raise ValueError(f"bits must be one of {BITS}, got {self.bits!r}.")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
-        if self.group_size is not None and (self.group_size < 2 or self.group_size % 2):
-            raise ValueError(f"group_size must be None or an even number >= 2, got {self.group_size}.")
+        group = self.group_size
+        if group is not None and (not _is_int(group) or group < 2 or group % 2):
+            raise ValueError(f"group_size must be None or an even number >= 2 (an int), got {group!r}.")
         if self.activations not in ACTIVATIONS:
             raise ValueError(f"activations must be one of {ACTIVATIONS}, got {self.activations!r}.")
         if self.activations and (self.bits, self.method, self.group_size) != (8, "absmax", None):
@@ -52,7 +53,10 @@ class QuantizationSpec:
             )
 
     def groups(self, in_features: int) -> int:
-        """Number of column groups of a weight with `in_features` columns (checks that the groups divide it)."""
+        """Number of column groups of a weight with `in_features` columns (checks that the groups divide it and, for
+        INT4, that the columns pair up into bytes)."""
+        if self.bits == 4 and in_features % 2:
+            raise ValueError(f"INT4 packs two columns per byte, so in_features must be even, got {in_features}.")
         if self.group_size is None:
             return 1
         if in_features % self.group_size:
@@ -61,6 +65,16 @@ class QuantizationSpec:
                 "(e.g. 32, 64 or 128 for power-of-two sizes) or group_size=None."
             )
         return in_features // self.group_size
+
+    def describe(self) -> str:
+        """A short human name, e.g. "int4 zeropoint, groups of 64" or "int8 absmax, per row, W8A8"."""
+        grouping = "per row" if self.group_size is None else f"groups of {self.group_size}"
+        return f"int{self.bits} {self.method}, {grouping}" + (", W8A8" if self.activations else "")
+
+
+def _is_int(value: object) -> bool:
+    """True for a real integer (not a bool, not a float such as 8.0, which would slip through `in (4, 8)`)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -79,8 +93,6 @@ def quantize_weight(weight: torch.Tensor, spec: QuantizationSpec) -> QuantizedWe
     if weight.dim() != 2:
         raise ValueError(f"quantize_weight takes a 2D [out, in] weight, got shape {tuple(weight.shape)}.")
     out_features, in_features = weight.shape
-    if spec.bits == 4 and in_features % 2:
-        raise ValueError(f"INT4 packs two columns per byte, so in_features must be even, got {in_features}.")
     groups = spec.groups(in_features)
     grouped = weight.float().contiguous().reshape(out_features, groups, in_features // groups)
     if spec.method == "absmax":
@@ -208,19 +220,38 @@ class QuantizedLinear(nn.Module):
 def quantize_linears(
     model: nn.Module, spec: QuantizationSpec, modules_to_not_convert: tuple[str, ...] = ("lm_head",)
 ) -> nn.Module:
-    """Replaces, in place, every `nn.Linear` whose name does not contain one of `modules_to_not_convert` by a
-    `QuantizedLinear` (embeddings are never linear layers, so they stay as they are). Returns the model."""
+    """Replaces, in place, every `nn.Linear` not matched by `modules_to_not_convert` by a `QuantizedLinear`
+    (embeddings are never linear layers, so they stay as they are). Names match as in transformers' own quantizers
+    and in `from_pretrained(..., quantization_config=...)`: a prefix up to a module boundary, a regex, or a suffix
+    ("dense" keeps `attention.dense` only, not `mlp.dense_h_to_4h`). Returns the model."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and not any(skip in name for skip in modules_to_not_convert):
+        if isinstance(module, nn.Linear) and should_convert_module(name, list(modules_to_not_convert)):
             model.set_submodule(name, QuantizedLinear.from_linear(module, spec))
     return model
+
+
+def _tied_linears(model: nn.Module) -> list[str]:
+    """Names of the linear layers whose weight is tied to another parameter: GLM's output layer when it shares the
+    word embedding matrix (`tie_word_embeddings`)."""
+    names = [key.removesuffix(".weight") for key in getattr(model, "all_tied_weights_keys", {})]
+    return [name for name in names if isinstance(model.get_submodule(name), nn.Linear)]
+
+
+def _untie_word_embeddings(model: nn.Module) -> None:
+    """Marks the output layer as separate from the word embeddings. A quantized output layer holds integer codes of
+    the embedding matrix, not the matrix itself, so it can no longer be tied: a saved folder whose config still said
+    `tie_word_embeddings=True` would not load back."""
+    model.config.tie_word_embeddings = False
+    model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)
 
 
 class GLMQuantizationConfig(QuantizationConfigMixin):
     """Weight-only quantization for GLM through transformers' quantizer API:
     `from_pretrained(path, quantization_config=GLMQuantizationConfig(bits=4))` quantizes while loading, and a saved
-    quantized model reloads without re-quantizing. `modules_to_not_convert` (default: the output layer) keeps
-    layers whose name contains one of the strings in full precision; embeddings are never quantized."""
+    quantized model reloads without re-quantizing. `modules_to_not_convert` (default: the output layer) keeps the
+    linear layers it matches (as transformers' quantizers match: a prefix up to a module boundary, a regex or a
+    suffix) in full precision; embeddings are never quantized. With `modules_to_not_convert=[]` a tied output layer
+    is quantized from the embedding matrix and untied from it (`tie_word_embeddings` becomes False)."""
 
     def __init__(
         self,
@@ -229,11 +260,19 @@ class GLMQuantizationConfig(QuantizationConfigMixin):
         group_size: int | None = None,
         modules_to_not_convert: list[str] | None = None,
         activations: str | None = None,
-        **kwargs,
+        quant_method: str = QUANT_METHOD,
+        **unknown,
     ):
+        if unknown:  # a misspelt option (bit=4) would otherwise quantize with the defaults
+            raise ValueError(
+                f"GLMQuantizationConfig got unknown option(s) {sorted(unknown)}; the options are bits, method, "
+                "group_size, modules_to_not_convert and activations."
+            )
+        if quant_method != QUANT_METHOD:
+            raise ValueError(f"GLMQuantizationConfig is quant_method {QUANT_METHOD!r}, got {quant_method!r}.")
         self.quant_method = QUANT_METHOD
         self.bits, self.method, self.group_size, self.activations = bits, method, group_size, activations
-        self.modules_to_not_convert = ["lm_head"] if modules_to_not_convert is None else list(modules_to_not_convert)
+        self.modules_to_not_convert = _module_names(modules_to_not_convert)
         QuantizationSpec(bits, method, group_size, activations)  # raises on bad values
 
     @property
@@ -249,6 +288,18 @@ class GLMQuantizationConfig(QuantizationConfigMixin):
             "activations": self.activations,
             "modules_to_not_convert": self.modules_to_not_convert,
         }
+
+
+def _module_names(names: list[str] | None) -> list[str]:
+    """`modules_to_not_convert` as a list of names (default: the output layer). A bare string is refused: as a list
+    of its letters it would keep every layer whose name ends with one of them in full precision."""
+    if names is None:
+        return ["lm_head"]
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise ValueError(
+            f"modules_to_not_convert must be a list of module names, e.g. ['lm_head'] or [], got {names!r}."
+        )
+    return list(names)
 
 
 class _QuantizeOnLoad(ConversionOps):
@@ -269,7 +320,11 @@ class _QuantizeOnLoad(ConversionOps):
 
 
 class GLMQuantizer(HfQuantizer):
-    """Swaps linear layers for `QuantizedLinear` before the weights load; quantizes float checkpoints on the fly."""
+    """Swaps linear layers for `QuantizedLinear` before the weights load; quantizes float checkpoints on the fly.
+
+    A tied output layer that is to be quantized has no weight of its own in a float checkpoint (it is the embedding
+    matrix), so it loads tied and is quantized from the embeddings after loading; a quantized checkpoint stores its
+    codes, so it is untied before loading (this also loads folders saved while still marked tied)."""
 
     requires_calibration = False
 
@@ -277,9 +332,14 @@ class GLMQuantizer(HfQuantizer):
         self.modules_to_not_convert = self.get_modules_to_not_convert(
             model, self.quantization_config.modules_to_not_convert, getattr(model, "_keep_in_fp32_modules", None)
         )
-        spec = self.quantization_config.spec
+        tied = [name for name in _tied_linears(model) if should_convert_module(name, self.modules_to_not_convert)]
+        self.quantize_after_loading = [] if self.pre_quantized else tied
+        if tied and self.pre_quantized:
+            _untie_word_embeddings(model)
+        spec, later = self.quantization_config.spec, self.quantize_after_loading
         for name, module in list(model.named_modules()):
-            if isinstance(module, nn.Linear) and should_convert_module(name, self.modules_to_not_convert):
+            convert = should_convert_module(name, self.modules_to_not_convert) and name not in later
+            if isinstance(module, nn.Linear) and convert:
                 with torch.device("meta"):
                     layer = QuantizedLinear(module.in_features, module.out_features, module.bias is not None, spec)
                 model.set_submodule(name, layer)
@@ -292,6 +352,11 @@ class GLMQuantizer(HfQuantizer):
         return _QuantizeOnLoad(self)
 
     def _process_model_after_weight_loading(self, model, **kwargs):
+        spec = self.quantization_config.spec
+        for name in self.quantize_after_loading:
+            model.set_submodule(name, QuantizedLinear.from_linear(model.get_submodule(name), spec))
+        if self.quantize_after_loading:
+            _untie_word_embeddings(model)
         return model
 
     def is_serializable(self) -> bool:
@@ -303,15 +368,61 @@ class GLMQuantizer(HfQuantizer):
 
 
 def quantize(model: nn.Module, config: GLMQuantizationConfig) -> nn.Module:
-    """Quantizes a loaded GLM in place, as `from_pretrained(..., quantization_config=config)` would have: its
-    linear layers become `QuantizedLinear`, and the model records the config (so `save_pretrained` writes a
-    quantized checkpoint) and the quantizer (so `Trainer` refuses to train it without adapters)."""
-    skip = tuple(config.modules_to_not_convert or ())
+    """Quantizes a loaded full-precision GLM in place, as `from_pretrained(..., quantization_config=config)` would
+    have: its linear layers become `QuantizedLinear` (a tied output layer is untied, see `_untie_word_embeddings`), and
+    the model records the config (so `save_pretrained` writes a quantized checkpoint) and the quantizer (so `Trainer`
+    refuses to train it without adapters). An already quantized model is refused: its layers hold integer codes."""
+    if not isinstance(config, GLMQuantizationConfig):
+        raise TypeError(f"quantize takes a GLMQuantizationConfig, got {type(config).__name__}.")
+    _refuse_quantized(model, config)
+    skip = tuple(config.modules_to_not_convert)
+    tied = [name for name in _tied_linears(model) if should_convert_module(name, list(skip))]
     quantize_linears(model, config.spec, skip)
+    if tied:
+        _untie_word_embeddings(model)
     model.config.quantization_config = config
     model.hf_quantizer = GLMQuantizer(config, pre_quantized=True)
     model.is_quantized = True
     return model
+
+
+def _refuse_quantized(model: nn.Module, requested: GLMQuantizationConfig) -> None:
+    """Raises a ValueError if `model` is already quantized: quantizing again would leave its layers as they are while
+    the config claimed the new format, and rounding codes again only loses precision."""
+    saved = getattr(model.config, "quantization_config", None)
+    if saved is None and not any(isinstance(module, QuantizedLinear) for module in model.modules()):
+        return
+    raise ValueError(
+        f"this model is already quantized ({_describe(saved)}), so it cannot be quantized again to "
+        f"{requested.spec.describe()}; quantize the original full-precision model or folder instead."
+    )
+
+
+def refuse_ignored_quantization(model: nn.Module, requested: QuantizationConfigMixin | None) -> None:
+    """Raises a ValueError after `from_pretrained(folder, quantization_config=requested)` when the folder was already
+    quantized in another format. transformers then keeps the folder's format and only warns, so the request would be
+    silently ignored (`glm-hf quantize int8dir int4dir --bits 4` would write int8 layers under an int4 title).
+    No request, or the folder's own config, is fine."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if requested is None or quantizer is None or not quantizer.pre_quantized:
+        return
+    saved = quantizer.quantization_config
+    if saved.to_dict() == requested.to_dict():
+        return
+    raise ValueError(
+        f"{model.config.name_or_path} is already quantized ({_describe(saved)}); it cannot be loaded as "
+        f"{_describe(requested)}. Quantize the original full-precision folder instead, or load this one without "
+        "quantization_config."
+    )
+
+
+def _describe(config: QuantizationConfigMixin | dict | None) -> str:
+    """A short name for a quantization config: GLM's own by its spec (also when the config comes from another import
+    of this file, a saved folder's remote code), any other by its quant method (a dict: a config read from JSON)."""
+    if isinstance(config, dict):
+        return str(config.get("quant_method", "unknown method"))
+    spec = getattr(config, "spec", None)
+    return spec.describe() if spec is not None else str(getattr(config, "quant_method", "quantized layers"))
 
 
 def _register(register, cls) -> None:
@@ -338,5 +449,6 @@ __all__ = [
     "quantize",
     "quantize_linears",
     "quantize_weight",
+    "refuse_ignored_quantization",
     "unpack_int4",
 ]

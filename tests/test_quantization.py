@@ -201,3 +201,139 @@ def test_chatglm_style_models_quantize_save_and_reload(tmp_path):
         assert torch.equal(reloaded(ids).logits, quantized(ids).logits)
         relative = (quantized(ids).logits - model(ids).logits).abs().max() / model(ids).logits.abs().max()
     assert relative < 0.15
+
+
+W8A8_ALL = dict(bits=8, activations="dynamic_int8", modules_to_not_convert=[])
+
+
+def _quantized_the_two_ways(folder, config):
+    """The tied tiny GLM saved in `folder`, quantized after loading (`quantize`) and while loading."""
+    from glm_hf import GLMForConditionalGeneration
+    from glm_hf.quantization import GLMQuantizationConfig, quantize
+
+    model = tiny_model(initializer_range=0.05).eval()
+    model.save_pretrained(folder)
+    after = quantize(model, GLMQuantizationConfig(**config))
+    while_loading = GLMForConditionalGeneration.from_pretrained(
+        folder, quantization_config=GLMQuantizationConfig(**config)
+    )
+    return {"quantize": after, "from_pretrained": while_loading.eval()}
+
+
+def test_quantized_tied_output_layer_is_untied_and_saved_folders_reload_bit_exact(tmp_path):
+    """Issue 18: README's fastest mode (W8A8, output layer too) on a tied GLM saved a folder still marked
+    tie_word_embeddings, which from_pretrained could not load ("`weight` is not an nn.Parameter")."""
+    import json
+
+    from glm_hf import GLMForConditionalGeneration
+
+    ids = torch.tensor([[10, 11, 4, 12, 13]])
+    models = _quantized_the_two_ways(tmp_path / "float", W8A8_ALL)
+    with torch.no_grad():
+        assert torch.equal(models["quantize"](ids).logits, models["from_pretrained"](ids).logits)
+    for path, model in models.items():
+        assert isinstance(model.lm_head, QuantizedLinear) and model.lm_head.weight.dtype == torch.int8
+        assert model.glm.word_embeddings.weight.dtype == torch.float32
+        assert not model.config.tie_word_embeddings
+        model.save_pretrained(tmp_path / path)
+        assert json.loads((tmp_path / path / "config.json").read_text())["tie_word_embeddings"] is False
+        reloaded = GLMForConditionalGeneration.from_pretrained(tmp_path / path).eval()
+        assert isinstance(reloaded.lm_head, QuantizedLinear)
+        with torch.no_grad():
+            assert torch.equal(reloaded(ids).logits, model(ids).logits), path
+
+
+def test_quantized_folder_saved_while_still_marked_tied_loads(tmp_path):
+    """Folders written by the bug above (quantized output layer, config still tied) hold the output layer's codes;
+    loading unties it instead of failing."""
+    import json
+
+    from glm_hf import GLMForConditionalGeneration
+
+    model = _quantized_the_two_ways(tmp_path / "float", W8A8_ALL)["quantize"]
+    model.save_pretrained(tmp_path / "w8a8")
+    config_file = tmp_path / "w8a8" / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "tie_word_embeddings": True}))
+    reloaded = GLMForConditionalGeneration.from_pretrained(tmp_path / "w8a8").eval()
+    ids = torch.tensor([[10, 11, 4, 12, 13]])
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, model(ids).logits)
+    assert not reloaded.config.tie_word_embeddings
+
+
+def test_modules_to_not_convert_keeps_the_same_layers_after_and_while_loading(tmp_path):
+    """`quantize` matched names by substring ("dense" also kept mlp.dense_h_to_4h), from_pretrained as transformers
+    does (prefix, regex or suffix): one config gave two different models."""
+    models = _quantized_the_two_ways(tmp_path / "float", dict(bits=8, modules_to_not_convert=["dense"]))
+    kept = {
+        path: sorted(name for name, m in model.named_modules() if type(m) is torch.nn.Linear)
+        for path, model in models.items()
+    }
+    assert (
+        kept["quantize"] == kept["from_pretrained"] == ["glm.layers.0.attention.dense", "glm.layers.1.attention.dense"]
+    )
+
+
+def test_quantizing_a_quantized_model_is_refused():
+    """Issue 18: quantize() on an int8 model kept the int8 layers and recorded an int4 config."""
+    import glm_hf
+    from glm_hf.quantization import GLMQuantizationConfig
+
+    model = glm_hf.quantize(tiny_model(), GLMQuantizationConfig(bits=8))
+    with pytest.raises(ValueError, match=r"already quantized \(int8 absmax, per row\).*original full-precision"):
+        glm_hf.quantize(model, GLMQuantizationConfig(bits=4))
+    with pytest.raises(TypeError, match="GLMQuantizationConfig"):
+        glm_hf.quantize(tiny_model(), QuantizationSpec(4))
+
+
+def test_loading_a_quantized_folder_as_another_format_is_refused(tmp_path):
+    """Issue 18: transformers keeps a folder's own quantization_config and only warns about the requested one, so
+    `glm-hf quantize int8dir int4dir --bits 4` wrote int8 layers titled int4 and exited 0."""
+    from glm_hf import GLMForConditionalGeneration
+    from glm_hf.cli import main
+    from glm_hf.quantization import GLMQuantizationConfig
+
+    tiny_model(initializer_range=0.05).save_pretrained(tmp_path / "float")
+    main(["quantize", str(tmp_path / "float"), str(tmp_path / "int8")])
+    with pytest.raises(ValueError, match=r"already quantized \(int8 absmax, per row\).*as int4 absmax.*original"):
+        GLMForConditionalGeneration.from_pretrained(
+            tmp_path / "int8", quantization_config=GLMQuantizationConfig(bits=4)
+        )
+    with pytest.raises(SystemExit, match="glm-hf quantize: .* is already quantized"):
+        main(["quantize", str(tmp_path / "int8"), str(tmp_path / "int4"), "--bits", "4"])
+    assert not (tmp_path / "int4").exists()
+    ids = torch.tensor([[10, 11, 4, 12, 13]])
+    plain = GLMForConditionalGeneration.from_pretrained(tmp_path / "int8").eval()
+    same = GLMForConditionalGeneration.from_pretrained(tmp_path / "int8", quantization_config=GLMQuantizationConfig())
+    with torch.no_grad():
+        assert torch.equal(plain(ids).logits, same.eval()(ids).logits)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(bits=8.0), "bits must be one of"),
+        (dict(bits=True), "bits must be one of"),
+        (dict(group_size=-4), "even number >= 2"),
+        (dict(group_size=0), "even number >= 2"),
+        (dict(group_size=16.0), "even number >= 2"),
+        (dict(activations="int8"), "activations must be one of"),
+        (dict(modules_to_not_convert="lm_head"), "must be a list of module names"),
+        (dict(modules_to_not_convert=[None]), "must be a list of module names"),
+        (dict(bit=4), r"unknown option\(s\) \['bit'\]"),
+        (dict(quant_method="gptq"), "quant_method 'glm_hf'"),
+    ],
+    ids=str,
+)
+def test_quantization_config_rejects_silently_wrong_values(options, message):
+    """Each of these used to load with defaults or odd results (bit=4 quantized to int8; a string
+    modules_to_not_convert kept every layer ending in one of its letters; 8.0 passed as 8)."""
+    from glm_hf.quantization import GLMQuantizationConfig
+
+    with pytest.raises(ValueError, match=message):
+        GLMQuantizationConfig(**options)
+
+
+def test_int4_layer_with_an_odd_input_width_is_refused_when_built():
+    with pytest.raises(ValueError, match="in_features must be even"):
+        QuantizedLinear(15, 4, bias=False, spec=QuantizationSpec(4))

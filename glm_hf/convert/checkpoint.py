@@ -37,13 +37,9 @@ CONFIG_FILE = "config.json"
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
 CHATGLM_ALPHA = math.sqrt(2 * 28)  # THUDM's ChatGLM-6B GLMBlock is built with its default num_layers=28
-THUDM_TOKEN_NAMES = {
-    "mask_token_id": "[MASK]",
-    "smask_token_id": "[sMASK]",
-    "gmask_token_id": "[gMASK]",
-    "sop_token_id": "<|startofpiece|>",
-    "eop_token_id": "<|endofpiece|>",
-}
+# The blank and span ids a THUDM GLM config takes from its tokenizer (vocabularies without task masks, BERT and
+# RoBERTa, give [MASK]'s id for sMASK and gMASK: looking the absent strings up would give the unknown token's).
+THUDM_TOKEN_IDS = ("mask_token_id", "smask_token_id", "gmask_token_id", "sop_token_id", "eop_token_id")
 
 
 class CheckpointError(ValueError):
@@ -86,7 +82,7 @@ def thudm_glm_config(source: dict, tokenizer: GLMTokenizer) -> GLMConfig:
         )
     if source.get("spell_length"):
         raise CheckpointError("config.json: P-tuning prompt encoders (spell_length) are not supported.")
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in THUDM_TOKEN_NAMES.items()}
+    ids = {name: getattr(tokenizer, name) for name in THUDM_TOKEN_IDS}
     return GLMConfig(
         vocab_size=source["vocab_size"],
         hidden_size=source["hidden_size"],

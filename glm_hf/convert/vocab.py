@@ -5,12 +5,25 @@ Special-token ids follow THUDM's code (`THUDM/GLM` `data_utils/tokenization.py`,
 - GPT-2 BPE (glm-2b, glm-10b): text 0-50256; eos = pad `<|endoftext|>` 50256, sop 50257, eop 50258,
   `[CLS]` 50259, `[MASK]` 50260, `[SEP]` 50261, `[UNK]` 50262, `[gMASK]` 50263, `[sMASK]` 50264.
 - RoBERTa BPE (glm-roberta-large): text 0-50264; `<s>` 0 (cls), `</s>` 2 (eos, pad, sep), `<unk>` 3,
-  `<mask>` 50264, sop 50265, eop 50266, `[gMASK]` 50267, `[sMASK]` 50268.
-- BERT WordPiece uncased (glm-large, glm-515m): text 0-30521; `[PAD]` 0, `[UNK]` 100, `[CLS]` 101,
-  `[SEP]` 102 (eos), `[MASK]` 103, sop 30522, eop 30523, `[gMASK]` 30524, `[sMASK]` 30525.
+  `<mask>` 50264, sop 50265, eop 50266. No task masks (see below).
+- BERT WordPiece uncased (glm-base, glm-large, glm-410m/515m): text 0-30521; `[PAD]` 0, `[UNK]` 100, `[CLS]` 101,
+  `[SEP]` 102 (eos), `[MASK]` 103, sop 30522, eop 30523. No task masks (see below).
 - SentencePiece cog-pretrain (glm-large-chinese, glm-10b-chinese): text 0-49999; eos = pad `<|endoftext|>` 50000,
   `[SEP]` 50001, `[CLS]` 50002, `[MASK]` 50003, `[UNUSED1]` 50004, `[UNUSED2]` 50005, sop 50006, eop 50007,
   `[sMASK]` 50008, `[gMASK]` 50009.
+
+THUDM has `[sMASK]`/`[gMASK]` only for models trained with `--task-mask`; its BERT and RoBERTa GLMs were not, so
+their tokenizers keep those strings as text (their embedding rows past eop are padding) and use `[MASK]` for every
+blank. Here they stay text too, and the tokenizer's `smask_token`/`gmask_token` are the mask token, so sentence
+blanks and left-to-right generation use it as THUDM does.
+
+Special-token strings typed in text become their ids where THUDM's tokenizer has them as command tokens (it cuts
+the text at them and encodes the chunks alone); other strings are text. Where THUDM's Hub tokenizer and training
+code differ the Hub one is followed: RoBERTa's strings are `<s>`, `</s>`, `<unk>`, `<mask>` (training code: `[CLS]`,
+`[SEP]` and `<|endoftext|>`, `[UNK]`, `[MASK]`), cog's id 50004 is `[UNUSED1]` (training code: `[UNK]`). Known
+differences from SentencePiece in the cog vocabulary: `<unk>` typed in text is id 0 (the tokenizer's unknown token;
+SentencePiece reads it as text), and around its `<n>` piece the `▁` word starts differ (`a<n>b`: `▁a <n> ▁b`;
+SentencePiece: `▁a <n> b`).
 
 Inputs are built as THUDM's Hub tokenizers build them: `[CLS] text <eos>` (BERT: `[CLS] text [SEP]`; RoBERTa:
 `<s> text </s>`). Blank tokens strip the whitespace on their left, as THUDM's `lstrip` command tokens do.
@@ -77,19 +90,29 @@ def gpt2_tokenizer(vocab_file: str, merges_file: str) -> GLMTokenizer:
 
 
 def roberta_tokenizer(vocab_file: str, merges_file: str) -> GLMTokenizer:
-    """GLM-RoBERTa: RoBERTa's BPE (fairseq order) plus sop/eop from id 50265. Its blank is written `<mask>`;
-    `[gMASK]`/`[sMASK]` exist only in THUDM's task-mask pretraining layout."""
+    """GLM-RoBERTa: RoBERTa's BPE (fairseq order) plus sop/eop from id 50265. Its one blank is written `<mask>`;
+    no task masks, as in THUDM's fine-tuning and Hub tokenizers (`[gMASK]`/`[sMASK]` are text)."""
     backend = _byte_level_bpe(vocab_file, merges_file)
     specials = [("<s>", 0), ("</s>", 2), ("<unk>", 3), ("<mask>", 50264)]
-    specials += [("<|startofpiece|>", 50265), ("<|endofpiece|>", 50266), ("[gMASK]", 50267), ("[sMASK]", 50268)]
+    specials += [("<|startofpiece|>", 50265), ("<|endofpiece|>", 50266)]
     _add_specials(backend, specials)
     _template(backend, "<s>", "</s>")
     names = {"pad_token": "</s>", "eos_token": "</s>", "unk_token": "<unk>", "cls_token": "<s>", "sep_token": "</s>"}
-    return GLMTokenizer.from_backend(backend, {**names, "mask_token": "<mask>"})
+    return GLMTokenizer.from_backend(backend, {**names, **_without_task_masks("<mask>")})
+
+
+def _without_task_masks(mask: str) -> dict[str, str]:
+    """The blank names of a vocabulary whose GLMs were trained without task masks (THUDM's BERT and RoBERTa ones):
+    THUDM's tokenizers have no `[sMASK]`/`[gMASK]` for them, so those strings stay text, and THUDM's pretraining
+    uses the one mask token for every blank, sentence blanks and left-to-right generation included
+    (`blocklm_utils.py`: the gap-sentence and generation masks are 'MASK' without `--task-mask`). The sMASK and
+    gMASK roles (the collator's objectives, the causal prefix) therefore go to the mask token."""
+    return {"mask_token": mask, "smask_token": mask, "gmask_token": mask}
 
 
 def bert_tokenizer(vocab_file: str) -> GLMTokenizer:
-    """GLM-Base / GLM-Large / GLM-515M: BERT's uncased WordPiece plus sop/eop (and task masks) from id 30522."""
+    """GLM-Base / GLM-Large / GLM-410M / GLM-515M: BERT's uncased WordPiece plus sop/eop from id 30522; no task
+    masks (`[gMASK]`/`[sMASK]` are text), as THUDM trained them."""
     _require(vocab_file)
     with open(vocab_file, encoding="utf-8") as handle:
         vocab = {line.rstrip("\n"): i for i, line in enumerate(handle) if line.rstrip("\n")}
@@ -100,11 +123,11 @@ def bert_tokenizer(vocab_file: str) -> GLMTokenizer:
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece(prefix="##")
     specials = [("[PAD]", 0), ("[UNK]", 100), ("[CLS]", 101), ("[SEP]", 102), ("[MASK]", 103)]
-    specials += [("<|startofpiece|>", 30522), ("<|endofpiece|>", 30523), ("[gMASK]", 30524), ("[sMASK]", 30525)]
+    specials += [("<|startofpiece|>", 30522), ("<|endofpiece|>", 30523)]
     _add_specials(backend, specials)
     _template(backend, "[CLS]", "[SEP]")
     names = {"pad_token": "[PAD]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]"}
-    return GLMTokenizer.from_backend(backend, names)
+    return GLMTokenizer.from_backend(backend, {**names, **_without_task_masks("[MASK]")})
 
 
 def cog_sentencepiece_tokenizer(model_file: str) -> GLMTokenizer:
@@ -122,7 +145,9 @@ def cog_sentencepiece_tokenizer(model_file: str) -> GLMTokenizer:
 def _sentencepiece_backend(model_file: str) -> Tokenizer:
     """A `tokenizers` copy of a SentencePiece BPE model (pieces and merges read by transformers' extractor), with
     SentencePiece's nmt_nfkc normalisation and whitespace collapsing, and `▁` prefixed to every text chunk between
-    special tokens, as SentencePiece does when THUDM encodes the chunks one by one."""
+    special tokens, as SentencePiece does when THUDM encodes the chunks one by one. Of the model's own symbols only
+    the user-defined ones (cog-pretrain's `<n>`) are matched in text, as SentencePiece matches them; its control
+    pieces `<s>`/`</s>` typed in text are characters to SentencePiece, so they stay text here too."""
     _require(model_file)
     spm = sentencepiece_extractor(model_file).extract(BPE)
     backend = Tokenizer(BPE(spm["vocab"], spm["merges"], unk_token="<unk>", fuse_unk=True, dropout=None))
@@ -132,7 +157,7 @@ def _sentencepiece_backend(model_file: str) -> Tokenizer:
     backend.normalizer = normalizers.Sequence(steps)
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    backend.add_tokens(spm["additional_special_tokens"])
+    backend.add_tokens([piece for piece in spm["additional_special_tokens"] if not piece.special])
     return backend
 
 
