@@ -41,7 +41,7 @@ from .blank_infilling import (
 from .chat_glm import GLMChatMixin
 from .configuration_glm import GLMConfig
 from .hub_glm import GLMHubMixin
-from .quantization import GLMQuantizationConfig  # noqa: F401  (registers the quantizer; travels with saved code)
+from .quantization import refuse_ignored_quantization  # importing it registers the quantizer; travels with code
 from .transformers_compat import (
     ALL_PARALLEL_STYLES,
     PackedColwiseParallel,
@@ -319,6 +319,7 @@ class GLMPreTrainedModel(GLMHubMixin, PreTrainedModel):
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model._lay_out_widening_weights()
+        refuse_ignored_quantization(model, kwargs.get("quantization_config"))
         return loaded
 
     def _lay_out_widening_weights(self) -> None:
