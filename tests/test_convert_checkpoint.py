@@ -376,6 +376,31 @@ def test_convert_command_writes_a_loadable_folder(glm_source, tmp_path, capsys):
 
 
 @needs_vocab
+def test_bert_vocabulary_without_task_masks_converts_with_mask_for_every_blank(tmp_path):
+    """Issue 18: THUDM's BERT GLMs (glm-large; `config_tasks/model_blocklm_large.sh` has no --task-mask) have no
+    [sMASK]/[gMASK]: those strings are text, and THUDM's pretraining uses [MASK] for sentence blanks and left-to-right
+    generation (`blocklm_utils.py`). The config's smask/gmask ids are [MASK]'s, not [UNK]'s (what looking the
+    missing strings up gave), and the embedding keeps THUDM's padded 30592 rows."""
+    from glm_hf import GLMConfig, GLMForCausalLM
+
+    config = GLM_CONFIG | {"vocab_size": 30592}
+    source = tmp_path / "glm-bert"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps(config))
+    shutil.copy(VOCAB / "bert-large-uncased-vocab.txt", source / "vocab.txt")
+    torch.save(glm_state(config), source / "pytorch_model.bin")
+    converted = convert_checkpoint(source, tmp_path / "out")
+    ours = GLMConfig.from_pretrained(converted)
+    ids = (ours.mask_token_id, ours.smask_token_id, ours.gmask_token_id, ours.sop_token_id, ours.eop_token_id)
+    assert ids == (103, 103, 103, 30522, 30523) and ours.vocab_size == 30592
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    assert tokenizer("[gMASK]", add_special_tokens=False)["input_ids"] == [1031, 20917, 6711, 1033]  # [ gma ##sk ]
+    prompt = tokenizer("the capital of france is", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    causal = GLMForCausalLM.from_pretrained(converted)  # its left-to-right prefix is [MASK] <|startofpiece|>
+    assert causal.generate(prompt, max_new_tokens=2, do_sample=False).shape == (1, prompt.shape[1] + 2)
+
+
+@needs_vocab
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
