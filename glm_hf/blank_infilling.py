@@ -266,6 +266,12 @@ def generation_layout(
     has_blank = (torch.isin(input_ids, torch.tensor(blank_token_ids, device=input_ids.device)) & in_a).any(-1)
     if not has_blank.all():
         row = int((~has_blank).nonzero()[0, 0])
+        if (torch.isin(input_ids[row], torch.tensor(blank_token_ids, device=input_ids.device)) & ~in_a[row]).any():
+            raise ValueError(
+                f"Prompt {row} holds <|startofpiece|> before its blank: GLM reads everything from <|startofpiece|> "
+                "on as the span being generated, so the blank after it is not in Part A. Remove <|startofpiece|> "
+                "from the prompt, or tokenize the text with split_special_tokens=True to read it as text."
+            )
         raise ValueError(
             f"Prompt {row} has no blank to fill: add [MASK] (a word or phrase), [sMASK] (a sentence) or [gMASK] "
             f"at the end (left-to-right generation) before the text the model should continue."

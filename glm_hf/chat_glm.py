@@ -8,6 +8,9 @@ Follows `ChatGLMForConditionalGeneration.chat` / `stream_chat` / `process_respon
 template (converted ChatGLM folders carry THUDM's round format, `glm_hf.chat_templates`), and the same response
 post-processing. THUDM's `InvalidScoreLogitsProcessor` (NaN/inf scores force token 5) is replaced by transformers'
 `remove_invalid_values=True`, which keeps generation going without naming a vocabulary-specific token.
+
+One addition: queries and history are plain text (`plain_text=True`, the default): a `[gMASK]` or `<sop>` typed
+into a message is text, so a user cannot change the prompt's structure (THUDM's tokenizer parses such strings).
 """
 
 import queue
@@ -88,11 +91,13 @@ class GLMChatMixin:
         top_p: float = 0.7,
         temperature: float = 0.95,
         logits_processor: LogitsProcessorList | None = None,
+        plain_text: bool = True,
         **kwargs,
     ) -> tuple[str, History]:
         """One answer to `query` after `history`; returns `(response, history + [(query, response)])`. Extra
-        keyword arguments go to `generate()`."""
-        inputs = self._chat_inputs(tokenizer, query, history)
+        keyword arguments go to `generate()`. `plain_text=False` parses special-token strings in the messages as
+        tokens (THUDM's behaviour); the default reads them as text."""
+        inputs = self._chat_inputs(tokenizer, query, history, plain_text)
         options = self._chat_generation_options(max_length, do_sample, top_p, temperature, logits_processor, kwargs)
         outputs = self.generate(**inputs, num_beams=num_beams, **options)
         response = process_response(self._decode_answer(tokenizer, outputs[0, inputs["input_ids"].shape[1] :]))
@@ -109,11 +114,13 @@ class GLMChatMixin:
         top_p: float = 0.7,
         temperature: float = 0.95,
         logits_processor: LogitsProcessorList | None = None,
+        plain_text: bool = True,
         **kwargs,
     ) -> Iterator[tuple[str, History]]:
         """Yields `(response so far, history + [(query, response so far)])` after every generated token, as THUDM's
-        `stream_chat` does; the last item is the full answer. Closing the iterator early stops generation."""
-        inputs = self._chat_inputs(tokenizer, query, history)
+        `stream_chat` does; the last item is the full answer. Closing the iterator early stops generation.
+        `plain_text` as in `chat`."""
+        inputs = self._chat_inputs(tokenizer, query, history, plain_text)
         options = self._chat_generation_options(max_length, do_sample, top_p, temperature, logits_processor, kwargs)
         streamer, cancelled = _TokenQueue(), threading.Event()
         stopping = StoppingCriteriaList([*options.pop("stopping_criteria", []), _Cancelled(cancelled)])
@@ -140,14 +147,20 @@ class GLMChatMixin:
         if failure:
             raise failure[0]
 
-    def _chat_inputs(self, tokenizer, query: str, history) -> dict[str, torch.Tensor]:
+    def _chat_inputs(self, tokenizer, query: str, history, plain_text: bool) -> dict[str, torch.Tensor]:
+        """The prompt ids; with `plain_text`, message contents are text (`sanitize_control_tokens`), so only the
+        template's own special tokens are tokens."""
         if tokenizer.chat_template is None:
             raise ValueError(
                 "This tokenizer has no chat template. Converted ChatGLM and GLM folders carry one; for another GLM "
                 "tokenizer set `tokenizer.chat_template = glm_hf.chat_templates.glm_chat_template(tokenizer)`."
             )
         inputs = tokenizer.apply_chat_template(
-            history_messages(query, history), add_generation_prompt=True, return_dict=True, return_tensors="pt"
+            history_messages(query, history),
+            add_generation_prompt=True,
+            return_dict=True,
+            return_tensors="pt",
+            sanitize_control_tokens=plain_text,
         )
         return {name: tensor.to(self.device) for name, tensor in inputs.items()}
 

@@ -12,6 +12,10 @@ before the conversation as plain text on its own line (neither format has a syst
 (first only), then `user` and `assistant` alternating, starting with `user`; anything else raises a
 `TemplateError` that says so.
 
+Message contents are plain text: `GLMTokenizer.apply_chat_template` tokenizes with `sanitize_control_tokens=True`
+by default, so a `[gMASK]` or `<|startofpiece|>` typed into a message is text and only the special tokens these
+templates write are tokens.
+
 Templates are data in the tokenizer's saved files, so they survive `save_pretrained` and load with or without
 glm_hf.
 """

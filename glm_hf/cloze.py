@@ -5,6 +5,7 @@ reads, so a classifier takes plain tokenizer output (and works in `pipeline("tex
 `DataCollatorForClozeChoice` batches (context with a blank, choices, label) examples for `GLMForMultipleChoice`.
 """
 
+import string
 from dataclasses import dataclass
 
 import torch
@@ -13,22 +14,44 @@ from transformers import PreTrainedTokenizerBase
 TEXT_SLOT = "{text}"
 
 
+def split_pattern(pattern: str, blank_tokens: list[str]) -> tuple[str, str]:
+    """The markup before and after `{text}` in a cloze pattern such as "{text} It was [MASK].", checked: `{text}`
+    exactly once and no other placeholder (`{{` / `}}` are literal braces), and exactly one of `blank_tokens`.
+    Raises a ValueError naming the pattern otherwise."""
+    rule = f"must contain {TEXT_SLOT} exactly once and no other {{...}} placeholder (write {{{{ and }}}} for braces)"
+    try:
+        parts = list(string.Formatter().parse(pattern))
+    except ValueError as error:
+        raise ValueError(f"The pattern {pattern!r} {rule}; it does not parse: {error}.") from error
+    slots = [(name, spec, conversion) for _, name, spec, conversion in parts if name is not None]
+    if slots != [("text", "", None)]:
+        written = [
+            "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
+            for name, spec, conversion in slots
+        ]
+        found = ", ".join(written) or "none"
+        raise ValueError(f"The pattern {pattern!r} {rule}; it has {found}.")
+    slot = next(i for i, (_, name, _, _) in enumerate(parts) if name is not None)
+    before = "".join(literal for literal, *_ in parts[: slot + 1])
+    after = "".join(literal for literal, *_ in parts[slot + 1 :])
+    if sum(before.count(blank) + after.count(blank) for blank in blank_tokens) != 1:
+        raise ValueError(f"The pattern must contain exactly one blank ({', '.join(blank_tokens)}), got {pattern!r}.")
+    return before, after
+
+
 def cloze_config(tokenizer: PreTrainedTokenizerBase, pattern: str, label_words: dict[str, str]) -> dict:
     """`GLMConfig` keyword arguments for classifying `pattern.format(text=...)` by the word in its blank.
 
-    `pattern` holds `{text}` once and one blank, e.g. "{text} It was [MASK]."; `label_words` maps each label, in
-    label-id order, to its verbalizer, e.g. {"negative": "bad", "positive": "great"}. A verbalizer is tokenized as
-    it would read in the filled pattern (with the space before the blank, if the pattern has one), so its tokens
-    are the ones the model learned to put there.
+    `pattern` holds `{text}` once and one blank, e.g. "{text} It was [MASK]." (see `split_pattern`);
+    `label_words` maps each label, in label-id order, to its verbalizer, e.g. {"negative": "bad", "positive":
+    "great"}. A verbalizer is tokenized as it would read in the filled pattern (with the space before the blank, if
+    the pattern has one), so its tokens are the ones the model learned to put there. The classifier puts every
+    text into the pattern (`GLMForSequenceClassification`'s `plain_text`).
     """
-    if pattern.count(TEXT_SLOT) != 1:
-        raise ValueError(f"The pattern must contain {TEXT_SLOT} exactly once, got {pattern!r}.")
     blank_tokens = tokenizer.convert_ids_to_tokens(tokenizer.mask_token_ids)
-    if sum(pattern.count(blank) for blank in blank_tokens) != 1:
-        raise ValueError(f"The pattern must contain exactly one blank ({', '.join(blank_tokens)}), got {pattern!r}.")
+    before, after = split_pattern(pattern, blank_tokens)
     if not label_words:
         raise ValueError("label_words must name at least one label and its verbalizer.")
-    before, after = pattern.split(TEXT_SLOT)
     space = " " if any(f" {blank}" in pattern for blank in blank_tokens) else ""
     verbalizers = [tokenizer(space + word, add_special_tokens=False)["input_ids"] for word in label_words.values()]
     empty = [label for label, ids in zip(label_words, verbalizers, strict=True) if not ids]
@@ -66,4 +89,4 @@ class DataCollatorForClozeChoice:
         return batch
 
 
-__all__ = ["DataCollatorForClozeChoice", "cloze_config"]
+__all__ = ["DataCollatorForClozeChoice", "cloze_config", "split_pattern"]

@@ -1060,9 +1060,12 @@ class GLMForMultipleChoice(GLMWithVocabularyHead):
 
 class GLMForSequenceClassification(GLMWithVocabularyHead):
     """Classification as a cloze task (PET): the text is put into the pattern of `config.cloze_prefix_ids` /
-    `cloze_suffix_ids` unless it already holds a blank, and label i is scored by generating its verbalizer
-    `config.verbalizer_ids[i]` into the blank; softmax over `logits` `[batch, labels]` is p(y|x) normalised over
-    labels. Inputs are plain tokenizer output, so `pipeline("text-classification")` works."""
+    `cloze_suffix_ids`, and label i is scored by generating its verbalizer `config.verbalizer_ids[i]` into the
+    pattern's blank; softmax over `logits` `[batch, labels]` is p(y|x) normalised over labels. Inputs are plain
+    tokenizer output, so `pipeline("text-classification")` works. The pattern always applies when the config has one
+    (a text holding its own blank says so with `plain_text=False`), so a `[MASK]` in a text cannot replace it;
+    tokenize untrusted text with `split_special_tokens=True` (there, `classifier(texts, split_special_tokens=True)`)
+    so that such a string stays text: a blank token inside a text in the pattern is refused."""
 
     def __init__(self, config: GLMConfig):
         if not config.verbalizer_ids:
@@ -1085,13 +1088,18 @@ class GLMForSequenceClassification(GLMWithVocabularyHead):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        plain_text: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
         r"""
         attention_mask (`torch.Tensor` `[batch, seq]`, *optional*): the tokenizer's padding mask (either side).
         labels (`torch.LongTensor` `[batch]`, *optional*): the label of each text; loss is the cross-entropy.
+        plain_text (`bool`, *optional*): `True` (the default when the config has a pattern): each text is plain
+            text, put into the pattern, whose blank is scored; a blank or `<|startofpiece|>` token inside a text is
+            refused. `False` (the default without a pattern): each text is GLM markup holding its own blank, used
+            as it is.
         """
-        batch = self.cloze_inputs(input_ids, attention_mask)
+        batch = self.cloze_inputs(input_ids, attention_mask, plain_text)
         outputs = self.glm(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
@@ -1111,20 +1119,45 @@ class GLMForSequenceClassification(GLMWithVocabularyHead):
             loss=loss, logits=scores, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
-    def cloze_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """The multiple-choice layout of each text (wrapped in the pattern) with every verbalizer as a choice."""
+    def cloze_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, plain_text: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The multiple-choice layout of each text (wrapped in the pattern unless `plain_text=False`, see forward)
+        with every verbalizer as a choice."""
         config = self.config
+        prefix, suffix = config.cloze_prefix_ids or [], config.cloze_suffix_ids or []
+        plain_text = bool(prefix or suffix) if plain_text is None else plain_text
+        if plain_text and not (prefix or suffix):
+            raise ValueError(
+                "plain_text=True puts each text into the cloze pattern, but the config has none (cloze_prefix_ids / "
+                "cloze_suffix_ids): build it with glm_hf.cloze.cloze_config(tokenizer, pattern, label_words)."
+            )
         keep = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         layouts = []
-        for ids, real in zip(input_ids.tolist(), keep.tolist(), strict=True):
+        for row, (ids, real) in enumerate(zip(input_ids.tolist(), keep.tolist(), strict=True)):
             text = [token for token, is_real in zip(ids, real, strict=True) if is_real]
-            if not set(text) & set(config.blank_token_ids):
-                text = [*(config.cloze_prefix_ids or []), *text, *(config.cloze_suffix_ids or [])]
+            if plain_text:
+                text = [*prefix, *self._text_for_pattern(text, row), *suffix]
             layouts.append(
                 multiple_choice_layout(text, config.verbalizer_ids, config.blank_token_ids, config.sop_token_id)
             )
         batch = batch_multiple_choice(layouts, config.pad_token_id)
         return {name: tensor.to(input_ids.device) for name, tensor in batch.items()}
+
+    def _text_for_pattern(self, text: list[int], row: int) -> list[int]:
+        """The text to put into the pattern, without the generation request ChatGLM's tokenizer appends to every
+        text (`[gMASK] <sop>`); refuses other GLM layout tokens in it: the pattern's blank is the one scored."""
+        request = [self.config.gmask_token_id, self.config.sop_token_id]
+        text = text[: -len(request)] if text[-len(request) :] == request else text
+        layout_tokens = {*self.config.blank_token_ids, self.config.sop_token_id} & set(text)
+        if layout_tokens:
+            raise ValueError(
+                f"Text {row} holds the token ids {sorted(layout_tokens)} (a blank or <|startofpiece|>), but it is put "
+                "into the cloze pattern, which brings the blank: tokenize untrusted text with "
+                "split_special_tokens=True (a [MASK] typed into it stays text), or pass plain_text=False if the "
+                "text's own blank is meant."
+            )
+        return text
 
 
 def choice_scores(

@@ -1,6 +1,7 @@
 """GLMTokenizer: a fast (`tokenizers`-backed) tokenizer with GLM's blank and span tokens and its input builders."""
 
 import re
+import threading
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -39,6 +40,11 @@ GLM_EXTRA_TOKENS = ("smask_token", "gmask_token", "sop_token", "eop_token")
 WHITESPACE_PIECES = ("<n>", "<|tab|>", *(f"<|blank_{n}|>" for n in range(2, 81)))
 # CJK ideographs and full-width punctuation: `train_bpe` pre-splits them one per piece (BERT's Chinese handling).
 CJK_CHARACTER = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
+# transformers hands `split_special_tokens` to the backend as a flag on the shared `tokenizers.Tokenizer`, set per
+# call, so two threads encoding at once (the server's event loop and its engine) would read each other's flag: a
+# plain-text call could parse `[MASK]`. Encoding holds this lock (reentrant: chat encoding calls back into
+# `_encode_plus`).
+_ENCODE_LOCK = threading.RLock()
 
 
 def encode_whitespace(text: str) -> str:
@@ -46,6 +52,14 @@ def encode_whitespace(text: str) -> str:
     `<|blank_n|>` (longer runs are cut into runs of 80)."""
     text = text.replace("\n", "<n>").replace("\t", "<|tab|>")
     return re.sub(" {2,80}", lambda run: f"<|blank_{len(run.group())}|>", text)
+
+
+def _text_ids(backend: Tokenizer, text: str) -> list[int]:
+    """The ids the backend's normalizer, pre-tokenizer and model give `text`, added tokens ignored."""
+    if backend.normalizer is not None:
+        text = backend.normalizer.normalize_str(text)
+    pieces = [text] if backend.pre_tokenizer is None else [p for p, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
+    return [token.id for piece in pieces for token in backend.model.tokenize(piece)]
 
 
 def decode_whitespace(text: str) -> str:
@@ -71,7 +85,9 @@ class GLMTokenizer(TokenizersBackend):
 
     Any `tokenizers` backend (byte-level BPE, GPT-2/RoBERTa BPE, WordPiece, SentencePiece Unigram) plus GLM's special
     tokens: `[MASK]`, `[sMASK]`, `[gMASK]` (blanks), `<|startofpiece|>` / `<|endofpiece|>` (span start / end), and cls,
-    eos, pad, unk. Literal blank strings in text become blank tokens unless `split_special_tokens=True`.
+    eos, pad, unk. Special-token strings in text (`[MASK]`, `<|endoftext|>`, ...) become those tokens; with
+    `split_special_tokens=True` they are read as text (plain text: use it for untrusted text), in every vocabulary.
+    `apply_chat_template` reads message contents as plain text by default.
     Pads on the left by default, like HF decoder-only tokenizers, so batches are ready for `generate()`.
 
     Build one with `GLMTokenizer.from_backend(tokenizer, special_tokens)`, train one with `GLMTokenizer.train_bpe`,
@@ -80,6 +96,31 @@ class GLMTokenizer(TokenizersBackend):
 
     padding_side = "left"
     model_input_names = ["input_ids", "attention_mask"]
+
+    def _keep_special_strings_as_text(self) -> None:
+        """Makes plain-text encoding (`split_special_tokens=True`, sanitized chats) read special-token strings as
+        text in every vocabulary. The added-token matcher skips them then, but a SentencePiece model that holds them
+        as pieces (ChatGLM-6B's `[MASK]`, `<sop>`, ...) would produce them again from the text; a pre-tokenizer split
+        after such a string's first character stops that. Ordinary encoding never reaches the split (the matcher
+        takes special tokens out first). Done on the first plain-text call: a class `__init__` would change how
+        transformers loads the tokenizer."""
+        if getattr(self, "_special_strings_kept_as_text", False):
+            return
+        self._special_strings_kept_as_text = True
+        backend = self._tokenizer
+        leaking = [
+            token.content
+            for token in self.added_tokens_decoder.values()
+            if token.special
+            and len(token.content) > 1
+            and backend.token_to_id(token.content) in _text_ids(backend, token.content)
+        ]
+        if not leaking:
+            return
+        pattern = "|".join(f"{re.escape(token[0])}(?={re.escape(token[1:])})" for token in leaking)
+        split = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+        current = backend.pre_tokenizer
+        backend.pre_tokenizer = split if current is None else pre_tokenizers.Sequence([split, current])
 
     @classmethod
     def from_backend(
@@ -174,9 +215,17 @@ class GLMTokenizer(TokenizersBackend):
         return " " + text if starts_with_piece else text
 
     def apply_chat_template(self, conversation, *args, **kwargs):
-        """`PreTrainedTokenizerBase.apply_chat_template`; refuses assistant masks that would be misplaced: with
-        ChatGLM's whitespace pieces the backend's character offsets refer to the `<n>` / `<|blank_n|>` form of the
-        text, not to the rendered conversation (whose rounds hold newlines)."""
+        """`PreTrainedTokenizerBase.apply_chat_template`, with message contents read as plain text by default
+        (`sanitize_control_tokens=True` when tokenizing: a `[gMASK]` typed into a message is text, only the template's
+        own special tokens are tokens; pass `sanitize_control_tokens=False` to parse them). transformers cannot
+        sanitize with `tokenize=False` (the text is returned; tokenize it with `split_special_tokens=True` where it
+        is untrusted) or `return_assistant_tokens_mask=True` (training masks; contents are then parsed).
+
+        Refuses assistant masks that would be misplaced: with ChatGLM's whitespace pieces the backend's character
+        offsets refer to the `<n>` / `<|blank_n|>` form of the text, not to the rendered conversation (whose rounds
+        hold newlines)."""
+        tokenize = kwargs.get("tokenize", True)
+        kwargs.setdefault("sanitize_control_tokens", tokenize and not kwargs.get("return_assistant_tokens_mask"))
         if self.whitespace_tokens and kwargs.get("return_assistant_tokens_mask"):
             raise NotImplementedError(
                 "return_assistant_tokens_mask is not supported for ChatGLM tokenizers (their whitespace pieces shift "
@@ -190,6 +239,12 @@ class GLMTokenizer(TokenizersBackend):
         return decode_whitespace(text) if self.whitespace_tokens else text
 
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
+        with _ENCODE_LOCK:
+            return self._encode_locked(text, text_pair, **kwargs)
+
+    def _encode_locked(self, text, text_pair=None, **kwargs) -> BatchEncoding:
+        if kwargs.get("split_special_tokens") or kwargs.get("sanitize_control_tokens"):
+            self._keep_special_strings_as_text()
         if isinstance(text, list | tuple) and not text:
             raise ValueError("The batch of texts to tokenize is empty; give at least one text.")
         if self.whitespace_tokens and not kwargs.get("is_split_into_words"):

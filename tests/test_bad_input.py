@@ -233,3 +233,11 @@ def test_empty_batches_to_the_tokenizer_and_its_builders_are_refused():
             tokenizer.build_inputs_for_generation(prompts)
     with pytest.raises(ValueError, match="prompts are empty"):
         tokenizer.build_inputs_for_multiple_choice({"input_ids": []}, [])
+
+
+def test_a_started_span_before_the_blank_is_named_as_such(model):
+    ids = random_words(torch.Generator().manual_seed(2), 1, 6)
+    ids[0, 2] = model.config.sop_token_id
+    ids[0, 4] = model.config.mask_token_id
+    with pytest.raises(ValueError, match="holds <\\|startofpiece\\|> before its blank"):
+        model.generate(ids, max_new_tokens=2)

@@ -108,18 +108,39 @@ def test_classifier_logits_are_verbalizer_scores_in_the_pattern(tokenizer, tmp_p
         torch.testing.assert_close(logits, mc(**choices).logits, atol=1e-5, rtol=1e-5)
 
 
-def test_classifier_is_padding_invariant_and_keeps_explicit_blanks(tokenizer, tmp_path):
+@pytest.mark.parametrize(
+    ("texts", "plain_text"),
+    [
+        (["I love this film.", "I hate this film, it was long."], None),
+        (["I love [MASK].", "It was [MASK], bad."], False),
+    ],
+)
+def test_classifier_is_padding_invariant(tokenizer, tmp_path, texts, plain_text):
     model = classifier(tokenizer, tmp_path).eval()
-    texts = ["I love this film.", "It was [MASK], I hate this film."]
     with torch.no_grad():
-        alone = torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in texts])
+        alone = torch.cat([model(**tokenizer([t], return_tensors="pt"), plain_text=plain_text).logits for t in texts])
         for side in ("left", "right"):
             tokenizer.padding_side = side
-            together = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+            together = model(**tokenizer(texts, padding=True, return_tensors="pt"), plain_text=plain_text).logits
             torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
         tokenizer.padding_side = "left"
-        wrapped = model(**tokenizer(["It was [MASK], I hate this film. It was [MASK]."], return_tensors="pt")).logits
-    assert not torch.allclose(wrapped, alone[1:])  # a text with a blank is used as is, not wrapped again
+
+
+def test_classifier_always_applies_its_pattern_unless_told_the_text_holds_the_blank(tokenizer, tmp_path):
+    model = classifier(tokenizer, tmp_path).eval()
+    mc = AutoModelForMultipleChoice.from_pretrained(tmp_path).eval()
+    text = "It was [MASK], I hate this film."
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="put into the cloze pattern"):
+            model(**tokenizer([text], return_tensors="pt"))  # a blank typed into the text cannot replace the pattern's
+        as_is = model(**tokenizer([text], return_tensors="pt"), plain_text=False).logits
+        choices = DataCollatorForClozeChoice(tokenizer)([{"context": text, "choices": [" bad", " great"]}])
+        torch.testing.assert_close(as_is, mc(**choices).logits, atol=1e-5, rtol=1e-5)
+    bare = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, verbalizer_ids=[[9], [10]], id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1}
+    )
+    with pytest.raises(ValueError, match="the config has none"):
+        bare(**tokenizer(["I love this film."], return_tensors="pt"), plain_text=True)
 
 
 def test_text_classification_pipeline_gives_normalised_label_probabilities(tokenizer, tmp_path):
@@ -159,6 +180,12 @@ def test_classifier_fine_tunes_with_the_stock_trainer(tokenizer, tmp_path):
 def test_cloze_config_rejects_bad_patterns(tokenizer):
     with pytest.raises(ValueError, match="exactly once"):
         cloze_config(tokenizer, "It was [MASK].", LABEL_WORDS)
+    for pattern in ("{sentence} It was [MASK].", "{text} {other} It was [MASK].", "{text:>9} It was [MASK]."):
+        with pytest.raises(ValueError, match=r"must contain \{text\} exactly once and no other") as error:
+            cloze_config(tokenizer, pattern, LABEL_WORDS)
+        assert repr(pattern) in str(error.value)
+    braces = cloze_config(tokenizer, "{{quote}} {text} It was [MASK].", LABEL_WORDS)  # literal braces are text
+    assert braces["cloze_prefix_ids"] == tokenizer("{quote} ", add_special_tokens=False)["input_ids"]
     with pytest.raises(ValueError, match="exactly one blank"):
         cloze_config(tokenizer, "{text} It was great.", LABEL_WORDS)
     with pytest.raises(ValueError, match="verbalizer_ids"):

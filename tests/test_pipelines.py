@@ -99,3 +99,77 @@ def test_text_generation_continues_plain_prompts_and_streams(model, tokenizer):
     streamed = "".join(streamer)
     thread.join()
     assert streamed == continuation
+
+
+@pytest.mark.parametrize("forced", ["[sMASK]", "<|startofpiece|>", "<pad>"])
+def test_fill_blank_fills_hold_only_text(model, tokenizer, forced):
+    """A fill is text up to the span's end: a generated blank is not filled in turn, a span marker or padding is not
+    pasted into the text (padding ends the fill, as end-of-piece does)."""
+    fill_blank = pipeline("fill-blank", model=model, tokenizer=tokenizer)
+    bias = {(tokenizer.convert_tokens_to_ids(forced),): 100.0}
+    result = fill_blank("[MASK] is the capital of [MASK].", max_new_tokens=3, sequence_bias=bias)
+    assert result["fills"] == ["", ""] and result["filled_text"] == tokenizer.decode(
+        tokenizer(" is the capital of.")["input_ids"]
+    )
+    assert result["finished"] == [forced == "<pad>"] * 2
+
+
+def test_fill_blank_returns_num_return_sequences_fills_per_text(model, tokenizer):
+    """As text generation does: k results per text. Result i fills the first blank with generate()'s i-th sequence,
+    then each later blank with one fill."""
+    fill_blank = pipeline("fill-blank", model=model, tokenizer=tokenizer)
+    text = "[MASK] is the capital of [MASK]."
+    options = {"max_new_tokens": 3, "num_beams": 3, "do_sample": False}
+    results = fill_blank(text, num_return_sequences=3, **options)
+    ids = tokenizer(text)["input_ids"]
+    firsts = model.generate(torch.tensor([ids]), num_return_sequences=3, **options)[:, len(ids) + 1 :].tolist()
+    assert len(results) == 3
+    for result, first in zip(results, firsts, strict=True):
+        first = first[: first.index(tokenizer.eop_token_id)] if tokenizer.eop_token_id in first else first
+        first = [token for token in first if token not in tokenizer.all_special_ids]
+        after_first = first + ids[1:]  # the first blank is the text's first token
+        second = model.generate(torch.tensor([after_first]), **options)[0, len(after_first) + 1 :].tolist()
+        second = second[: second.index(tokenizer.eop_token_id)] if tokenizer.eop_token_id in second else second
+        assert result["fills"] == [tokenizer.decode(fill, skip_special_tokens=True) for fill in (first, second)]
+    assert results[0] == fill_blank(text, **options)  # the best sequence is the single answer
+    sampled = fill_blank(
+        [text, "Tokyo is the capital of [MASK]."], num_return_sequences=2, do_sample=True, max_new_tokens=3
+    )
+    assert [len(per_text) for per_text in sampled] == [2, 2] and len(sampled[0][1]["fills"]) == 2
+
+
+def test_cloze_classification_refuses_bad_candidate_labels(model, tokenizer):
+    classify = pipeline("cloze-classification", model=model, tokenizer=tokenizer)
+    text = "The capital of France is [MASK]."
+    for labels, message in (
+        (["Paris", ""], "empty labels"),
+        (["Paris", "  "], "empty labels"),
+        ("Paris, ", "empty labels"),
+        (["Paris", "Tokyo", "Paris"], "repeats \\['Paris'\\]"),
+        ([], "needs candidate_labels"),
+        (["Paris", 3], "must be strings"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            classify(text, candidate_labels=labels)
+
+
+@pytest.mark.parametrize("pattern", ["{sentence} It was [MASK].", "{text} {other} [MASK]", "{text [MASK]"])
+def test_cloze_classification_names_a_bad_pattern(model, tokenizer, pattern):
+    classify = pipeline("cloze-classification", model=model, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match=r"The pattern .* must contain \{text\} exactly once") as error:
+        classify("Paris", candidate_labels=["France", "Japan"], pattern=pattern)
+    assert repr(pattern) in str(error.value)
+
+
+def test_fill_blank_says_what_is_wrong_with_span_markers_and_empty_input(model, tokenizer):
+    fill_blank = pipeline("fill-blank", model=model, tokenizer=tokenizer)
+    classify = pipeline("cloze-classification", model=model, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="holds <\\|startofpiece\\|>, GLM's span markers"):
+        fill_blank("Paris <|startofpiece|> is the capital of [MASK].")
+    for run in (fill_blank, lambda texts: classify(texts, candidate_labels=["a", "b"])):
+        with pytest.raises(ValueError, match="empty list of texts"):
+            run([])
+        with pytest.raises(ValueError, match="empty text"):
+            run("  ")
+        with pytest.raises(ValueError, match="empty text"):
+            run(["Paris is [MASK].", ""])

@@ -109,6 +109,30 @@ def test_fill_extension_fills_each_blank(chat_server):
     assert body["text"].startswith("hello") and body["text"].endswith("are you")
 
 
+def test_special_token_strings_from_clients_are_plain_text(chat_server, chatglm):
+    """A `[gMASK]` / `<sop>` / `[MASK]` typed by a client is text: the chat prompt keeps only the template's own
+    `[gMASK] <sop>`, and a completion prompt is continued as written."""
+    model, tokenizer = chatglm
+    client = chat_server.client()
+    query = "hello [gMASK] how <sop> are [MASK] you ?"
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": query}], max_tokens=16, temperature=0
+    )
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True)
+    prompt = prompt["input_ids"]
+    assert prompt[-2:] == [tokenizer.gmask_token_id, tokenizer.sop_token_id]
+    assert prompt.count(tokenizer.gmask_token_id) == 1 and tokenizer.mask_token_id not in prompt
+    assert reply.usage.prompt_tokens == len(prompt)
+    assert reply.choices[0].message.content == chat_reference(chatglm, query)
+    text = "good [MASK] morning <eop>"
+    whole = client.completions.create(model=MODEL, prompt=text, max_tokens=8, temperature=0)
+    ids = tokenizer(text, split_special_tokens=True, return_tensors="pt")["input_ids"]
+    assert whole.usage.prompt_tokens == ids.shape[1] and tokenizer.mask_token_id not in ids[0].tolist()
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :]
+    assert whole.choices[0].text == tokenizer.decode(expected, skip_special_tokens=True)
+
+
 def test_models_and_health(chat_server):
     assert [m.id for m in chat_server.client().models.list()] == [MODEL]
     assert http(chat_server, "/health")[1]["status"] == "ok"

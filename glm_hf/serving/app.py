@@ -6,6 +6,10 @@ Chat requests are rendered with the tokenizer's chat template and answered by th
 (`GLMForConditionalGeneration`) with THUDM's ChatGLM response post-processing, exactly as `model.chat` answers;
 completions continue the prompt text as it is. Concurrent requests share forward passes (`engine.BatchingEngine`).
 
+Client text is plain text: a `[gMASK]`, `<|startofpiece|>` or `<|endoftext|>` in a chat message or a completion
+prompt is read as those characters, so a client cannot change the prompt's structure; only the chat template's own
+special tokens are tokens. `POST /v1/fill` reads its text as GLM markup (its blanks are the request).
+
 Every error is an OpenAI-style body `{"error": {"message", "type", "param", "code"}}` with a 4xx status for bad
 requests (malformed JSON, unknown model, bad roles, prompts past the position table, limits) and never takes the
 server down.
@@ -138,7 +142,8 @@ def create_app(model, tokenizer, settings: ServeSettings) -> FastAPI:
         texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not texts:
             raise RequestError(400, "prompt must be a string or a non-empty list of strings.")
-        prompts = [engine.generation_prompt(tokenizer(text)["input_ids"]) for text in texts]
+        plain = tokenizer(texts, split_special_tokens=True)["input_ids"]  # client text: special-token strings are text
+        prompts = [engine.generation_prompt(ids) for ids in plain]
         jobs = _jobs(engine, settings, prompts, body, body.max_tokens, lambda text: text)
         counts = [len(prompt) for prompt in prompts]
         return await _respond(request, engine, jobs, body, counts, "text_completion", settings.model_name)
@@ -193,9 +198,12 @@ def _check_model(name: str, settings: ServeSettings) -> None:
 
 
 def _chat_prompt(tokenizer, body: ChatCompletionRequest) -> list[int]:
+    """The chat's prompt ids, message contents read as plain text (only the template's special tokens are tokens)."""
     try:
         messages = [{"role": message.role, "content": message.text()} for message in body.messages]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_dict=True, sanitize_control_tokens=True
+        )["input_ids"]
     except (TemplateError, ValueError) as error:
         raise RequestError(400, f"messages: {error}", "invalid_messages") from error
     return list(ids)
@@ -357,7 +365,8 @@ async def _fill(request, engine, model, tokenizer, settings: ServeSettings, body
     if kind == "error":
         raise value
     prompt_tokens = len(tokenizer(body.text)["input_ids"])
-    completion = sum(len(tokenizer(fill, add_special_tokens=False)["input_ids"]) for fill in value["fills"])
+    plain = {"add_special_tokens": False, "split_special_tokens": True}
+    completion = sum(len(tokenizer(fill, **plain)["input_ids"]) for fill in value["fills"])
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion,

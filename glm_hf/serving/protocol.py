@@ -78,7 +78,7 @@ class CompletionRequest(GeneratingFields):
 
 class FillRequest(SamplingFields):
     """`POST /v1/fill`: every blank (`[MASK]`, `[sMASK]`, `[gMASK]`) of `text` filled left to right; `max_tokens`
-    is per blank."""
+    is per blank. `text` is GLM markup (the fill-blank pipeline's default): its blank strings are the blanks."""
 
     text: str
 
