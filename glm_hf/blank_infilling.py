@@ -95,34 +95,45 @@ def span_after_part_a_position_ids(padding_mask: torch.Tensor) -> torch.Tensor:
 
 
 def read_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """A 2D padding mask as booleans (True = token): HF's 1/0 masks as they are, and additive masks (0 for a token,
-    -inf or a large negative for padding; recognised by their negative values) by their meaning. Any other values
-    are refused rather than guessed."""
-    if attention_mask.is_floating_point() and bool((attention_mask < 0).any()):
-        return attention_mask == 0
-    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-        raise ValueError(
-            "A 2D attention_mask holds 1 for tokens and 0 for padding (or, additively, 0 for tokens and -inf for "
-            f"padding); got the values {attention_mask.unique()[:8].tolist()}."
-        )
-    return attention_mask.bool()
+    """A 2D padding mask as booleans (True = token): HF's 1/0 masks as they are, and an additive mask (0 for a token,
+    -inf or a large negative for padding; recognised by holding a negative value) by its meaning. Computed on the
+    device without reading values on the host; `check_padding_mask` refuses values of neither form."""
+    if not attention_mask.is_floating_point():
+        return attention_mask.bool()
+    additive = (attention_mask < 0).any()
+    return torch.where(additive, attention_mask == 0, attention_mask != 0)
 
 
 def read_attention_mask_4d(attention_mask: torch.Tensor) -> torch.Tensor:
     """A 4D mask as booleans "may attend": a boolean mask as it is, an integer one as 1/0, and a floating one as
-    transformers' additive masks read (0 = may attend, -inf or a large negative = blocked)."""
-    if attention_mask.dtype == torch.bool:
-        return attention_mask
+    transformers' additive masks read (0 = may attend, -inf or a large negative = blocked); `check_attention_mask_4d`
+    refuses values of neither form."""
+    if attention_mask.is_floating_point():
+        return attention_mask == 0
+    return attention_mask.bool()
+
+
+def check_padding_mask(attention_mask: torch.Tensor) -> None:
+    """Refuses a 2D mask that is neither 1/0 nor additive (0 and negatives)."""
+    additive = attention_mask.is_floating_point() and bool((attention_mask < 0).any())
+    if not additive and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError(
+            "A 2D attention_mask holds 1 for tokens and 0 for padding (or, additively, 0 for tokens and -inf for "
+            f"padding); got the values {attention_mask.unique()[:8].tolist()}."
+        )
+
+
+def check_attention_mask_4d(attention_mask: torch.Tensor) -> None:
+    """Refuses a floating 4D mask with positive values (additive masks hold 0 and negatives) and an integer one
+    with values other than 1/0."""
     if attention_mask.is_floating_point():
         if bool((attention_mask > 0).any()):
             raise ValueError(
                 "A floating 4D attention_mask is additive (0 where a query may attend, -inf or a large negative "
                 "where not), but this one has positive values; pass a boolean mask (True = may attend) instead."
             )
-        return attention_mask == 0
-    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+    elif attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
         raise ValueError("An integer 4D attention_mask holds 1 (may attend) and 0 (blocked) only; got other values.")
-    return attention_mask.bool()
 
 
 def check_part_a_lengths(sep: torch.Tensor, length: int) -> None:
@@ -139,20 +150,21 @@ def build_attention_mask(
     query_length: int,
     key_length: int,
     padding_mask: torch.Tensor | None = None,
-    query_offset: int = 0,
+    query_offset: int | torch.Tensor = 0,
     visible_prefix: int = 0,
 ) -> torch.Tensor:
     """Boolean "may attend" mask `[batch, 1, query, visible_prefix + key]`: causal, or key inside Part A
     (`key < sep`).
 
-    `query_offset` is the number of cached tokens before the queries. `padding_mask` covers the tokens seen so far
+    `query_offset` is the number of cached tokens before the queries (an int, or the 0-d tensor a static cache
+    counts in: the mask is built on the device either way). `padding_mask` covers the tokens seen so far
     (`[batch, query_offset + query_length]`); key slots past it (a static cache's unused tail) are hidden. Each
     query always sees itself, so a padding query never has an empty row (which would turn the softmax into NaN).
     `visible_prefix` key columns come first and are seen by every query (the left-to-right prefix, see
     `LEFT_TO_RIGHT_PREFIX`).
     """
     device = sep.device
-    q = torch.arange(query_offset, query_offset + query_length, device=device).view(1, 1, -1, 1)
+    q = (torch.arange(query_length, device=device) + query_offset).view(1, 1, -1, 1)
     k = torch.arange(key_length, device=device).view(1, 1, 1, -1)
     allowed = (k <= q) | (k < sep.view(-1, 1, 1, 1))
     if padding_mask is not None:
@@ -186,13 +198,18 @@ def left_to_right_position_ids(text_positions: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.zeros_like(text_positions), text_positions + LEFT_TO_RIGHT_PREFIX_LENGTH], dim=1)
 
 
-def text_positions(padding_mask: torch.Tensor | None, past_length: int, query_length: int, device) -> torch.Tensor:
-    """Positions `[batch, query]` of the newest `query_length` text tokens, counting real tokens only (so left
-    padding never shifts them); without a padding mask, `past_length, past_length + 1, ...`."""
+def text_positions(
+    padding_mask: torch.Tensor | None, past_length: int | torch.Tensor, query_length: int, device
+) -> torch.Tensor:
+    """Positions `[batch, query]` of the text tokens at indices `past_length ..` (after the cached ones), counting
+    real tokens only (so left padding never shifts them); without a padding mask, `past_length, past_length + 1,
+    ...`. The padding mask covers at least the cached and new tokens (a static cache's may run to its full size);
+    `past_length` may be a 0-d tensor, so no value is read on the host."""
+    indices = torch.arange(query_length, device=device) + past_length
     if padding_mask is None:
-        return torch.arange(past_length, past_length + query_length, device=device)[None]
+        return indices[None]
     positions = (padding_mask.long().cumsum(-1) - 1).clamp(min=0)
-    return positions[:, -query_length:]
+    return positions.index_select(-1, indices)
 
 
 def next_position_ids(position_ids: torch.Tensor, num_new_tokens: int = 1) -> torch.Tensor:
@@ -202,13 +219,15 @@ def next_position_ids(position_ids: torch.Tensor, num_new_tokens: int = 1) -> to
     return torch.stack([last[:, 0].expand(-1, num_new_tokens), last[:, 1] + steps], dim=1)
 
 
-def span_continuation(prompt_position_ids: torch.Tensor, start: int, length: int) -> torch.Tensor:
+def span_continuation(prompt_position_ids: torch.Tensor, start: int | torch.Tensor, length: int) -> torch.Tensor:
     """Positions `[batch, 2, length]` of the tokens at indices `start .. start + length - 1` of a sequence whose
-    first tokens have `prompt_position_ids`; tokens past the prompt continue its last span."""
-    extra = start + length - prompt_position_ids.shape[-1]
-    if extra > 0:
-        prompt_position_ids = torch.cat([prompt_position_ids, next_position_ids(prompt_position_ids, extra)], dim=-1)
-    return prompt_position_ids[..., start : start + length]
+    first tokens have `prompt_position_ids`; tokens past the prompt continue its last span (same position, block
+    position + 1 per token). `start` may be a 0-d tensor (a static cache's length): computed on the device."""
+    last = prompt_position_ids.shape[-1] - 1
+    indices = torch.arange(length, device=prompt_position_ids.device) + start
+    gathered = prompt_position_ids.index_select(-1, indices.clamp(max=last))
+    beyond = (indices - last).clamp(min=0).to(prompt_position_ids.dtype)
+    return torch.stack([gathered[:, 0], gathered[:, 1] + beyond], dim=1)
 
 
 @dataclass

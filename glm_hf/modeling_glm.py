@@ -24,6 +24,8 @@ from .blank_infilling import (
     batch_multiple_choice,
     build_attention_mask,
     build_position_ids,
+    check_attention_mask_4d,
+    check_padding_mask,
     check_part_a_lengths,
     generation_layout,
     left_to_right_position_ids,
@@ -45,6 +47,7 @@ from .quantization import refuse_ignored_quantization  # importing it registers 
 from .transformers_compat import (
     ALL_PARALLEL_STYLES,
     PackedColwiseParallel,
+    cache_may_hold_tokens,
     cache_output,
     capture_outputs,
     merge_with_config_defaults,
@@ -61,6 +64,18 @@ def check_not_empty(inputs: torch.Tensor) -> None:
             f"The inputs must be a non-empty batch [batch, seq] of token ids (or [batch, seq, hidden] embeddings); "
             f"got shape {list(inputs.shape)}."
         )
+
+
+def padding_fits(
+    padding: torch.Tensor, batch: int, seq_len: int, past_length: int | torch.Tensor, key_length: int
+) -> bool:
+    """Whether a 2D padding mask covers the cached and new tokens, or (static caches, whose length is a device
+    tensor not read here) up to all `key_length` slots."""
+    if padding.shape[0] != batch:
+        return False
+    if isinstance(past_length, torch.Tensor):
+        return seq_len <= padding.shape[-1] <= key_length
+    return padding.shape[-1] in (past_length + seq_len, key_length)
 
 
 def rotate_half_pairs(x: torch.Tensor) -> torch.Tensor:
@@ -275,6 +290,7 @@ class GLMPreTrainedModel(GLMHubMixin, PreTrainedModel):
     _no_split_modules = ["GLMBlock"]
     _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
+    _can_compile_fullgraph = True
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = True
@@ -443,24 +459,24 @@ class GLMModel(GLMPreTrainedModel):
             cache, use_cache = None, False
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        # An int, or the 0-d tensor a static cache counts in: everything below computes with it on the device.
         past_length = cache.get_seq_length() if cache is not None else 0
-
+        batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        key_length = self._key_length(cache, seq_len)
+        fresh = not cache_may_hold_tokens(cache)
+        if fresh:  # where the inputs enter; decode steps continue checked inputs without reading values on the host
+            self._check_inputs(input_ids, attention_mask, position_ids, batch, seq_len)
         if inputs_embeds is None:
-            if input_ids.numel() and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < self.config.vocab_size:
-                raise ValueError(
-                    f"input_ids must lie in [0, vocab_size={self.config.vocab_size}); got ids from "
-                    f"{int(input_ids.min())} to {int(input_ids.max())}. Was the tokenizer made for this model?"
-                )
             inputs_embeds = self.word_embeddings(input_ids)
         prefix_length = 0 if prefix_key_values is None else prefix_key_values[0][0].shape[-2]
         if prefix_length and (attention_mask is None or attention_mask.dim() != 4):
             raise ValueError("prefix_key_values need a 4D attention_mask that covers the prefix keys.")
-        attention_mask = self._read_attention_mask(
-            attention_mask, inputs_embeds.shape[0], past_length + inputs_embeds.shape[1]
-        )
+        attention_mask = self._read_attention_mask(attention_mask, batch, seq_len, past_length, key_length)
         position_ids = self._resolve_position_ids(input_ids, attention_mask, position_ids, inputs_embeds, past_length)
+        if fresh:
+            self._check_position_range(position_ids)
         mask = self._resolve_attention_mask(
-            input_ids, attention_mask, inputs_embeds, cache, past_length, position_ids, prefix_length
+            input_ids, attention_mask, inputs_embeds, key_length, past_length, position_ids, prefix_length
         )
         hidden_states, rotary = self.embed(inputs_embeds, position_ids)
         layer_cache = cache if prefix_key_values is None else PrefixedKeyValues(prefix_key_values, cache)
@@ -487,26 +503,79 @@ class GLMModel(GLMPreTrainedModel):
         return self.embedding_dropout(inputs_embeds), rotary
 
     @staticmethod
-    def _read_attention_mask(attention_mask: torch.Tensor | None, batch: int, seen_length: int) -> torch.Tensor | None:
-        """The attention mask in the form the model computes with, after checking it: Part A lengths (integers in
-        [0, past + seq]), a boolean 2D padding mask covering the cached and new tokens, or a boolean 4D mask (see
-        `blank_infilling.read_padding_mask` / `read_attention_mask_4d` for the additive forms they accept)."""
-        if attention_mask is None:
-            return None
-        if attention_mask.dim() <= 1:
-            if attention_mask.numel() not in (1, batch) or attention_mask.is_floating_point():
+    def _key_length(cache: Cache | None, seq_len: int) -> int:
+        """How many key slots attention sees besides a prefix: the cached and new tokens, or a static cache's size."""
+        if cache is None:
+            return seq_len
+        key_length, key_offset = cache.get_mask_sizes(seq_len, 0)
+        if key_offset != 0:
+            raise ValueError("GLM needs a cache that keeps every token (DynamicCache or StaticCache).")
+        return key_length
+
+    def _check_inputs(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        batch: int,
+        seq_len: int,
+    ) -> None:
+        """The checks that read values on the host (token ids in the vocabulary, mask values, Part A lengths,
+        positions that never restart), run where inputs enter the model rather than at every decode step."""
+        if input_ids is not None and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < self.config.vocab_size:
+            raise ValueError(
+                f"input_ids must lie in [0, vocab_size={self.config.vocab_size}); got ids from "
+                f"{int(input_ids.min())} to {int(input_ids.max())}. Was the tokenizer made for this model?"
+            )
+        if attention_mask is not None:
+            if attention_mask.dim() <= 1:
+                if attention_mask.numel() not in (1, batch) or attention_mask.is_floating_point():
+                    raise ValueError(
+                        f"A 1D attention_mask holds one integer Part A length per row ([batch] = [{batch}]), got "
+                        f"shape {list(attention_mask.shape)} of {attention_mask.dtype}."
+                    )
+                check_part_a_lengths(attention_mask, seq_len)
+            elif attention_mask.dim() == 4:
+                check_attention_mask_4d(attention_mask)
+            else:
+                check_padding_mask(attention_mask)
+        if position_ids is not None and position_ids.dim() == 2 and seq_len > 1:
+            if bool((position_ids[:, 1:] < position_ids[:, :-1]).any()):
                 raise ValueError(
-                    f"A 1D attention_mask holds one integer Part A length per row ([batch] = [{batch}]), got "
-                    f"shape {list(attention_mask.shape)} of {attention_mask.dtype}."
+                    "1D position_ids restart inside a row: packed sequences (e.g. DataCollatorWithFlattening) would "
+                    "attend to each other, which GLM does not support; pad the sequences into separate rows."
                 )
-            check_part_a_lengths(attention_mask, seen_length)
+
+    def _check_position_range(self, position_ids: torch.Tensor) -> None:
+        smallest, largest = (int(value) for value in torch.aminmax(position_ids))
+        if smallest < 0:
+            raise ValueError(f"position_ids must be non-negative; got {smallest}.")
+        if largest >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"The input needs position {largest} but the model has max_position_embeddings="
+                f"{self.config.max_position_embeddings}: shorten the text before the blank, or generate fewer "
+                f"tokens (max_new_tokens) for this span."
+            )
+
+    @staticmethod
+    def _read_attention_mask(
+        attention_mask: torch.Tensor | None,
+        batch: int,
+        seq_len: int,
+        past_length: int | torch.Tensor,
+        key_length: int,
+    ) -> torch.Tensor | None:
+        """The attention mask in the form the model computes with: Part A lengths as they are, 2D padding and 4D
+        masks as booleans (see `blank_infilling.read_padding_mask` / `read_attention_mask_4d` for the additive
+        forms). A 2D mask covers the cached and new tokens, or a static cache's every slot."""
+        if attention_mask is None or attention_mask.dim() <= 1:
             return attention_mask
         if attention_mask.dim() == 4:
             return read_attention_mask_4d(attention_mask)
-        if attention_mask.shape != (batch, seen_length):
+        if not padding_fits(attention_mask, batch, seq_len, past_length, key_length):
             raise ValueError(
-                f"A 2D attention_mask (padding) must have shape [batch, past + seq] = {[batch, seen_length]}, "
-                f"got {list(attention_mask.shape)}."
+                "A 2D attention_mask (padding) must have shape [batch, past + seq] = "
+                f"{[batch, past_length + seq_len]}, got {list(attention_mask.shape)}."
             )
         return read_padding_mask(attention_mask)
 
@@ -516,11 +585,11 @@ class GLMModel(GLMPreTrainedModel):
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
         inputs_embeds: torch.Tensor,
-        past_length: int,
+        past_length: int | torch.Tensor,
     ) -> torch.Tensor:
         batch, seq_len = inputs_embeds.shape[:2]
         if position_ids is None:
-            if past_length > 0:
+            if isinstance(past_length, torch.Tensor) or past_length > 0:
                 raise ValueError(
                     "position_ids are required when continuing from a KV cache: the new tokens' positions "
                     "depend on the blank they fill. Use blank_infilling.next_position_ids or model.generate()."
@@ -537,25 +606,11 @@ class GLMModel(GLMPreTrainedModel):
                     self.config.first_filled_token_id,
                 )
         elif position_ids.dim() == 2:
-            if seq_len > 1 and bool((position_ids[:, 1:] < position_ids[:, :-1]).any()):
-                raise ValueError(
-                    "1D position_ids restart inside a row: packed sequences (e.g. DataCollatorWithFlattening) would "
-                    "attend to each other, which GLM does not support; pad the sequences into separate rows."
-                )
             position_ids = torch.stack([position_ids, torch.zeros_like(position_ids)], dim=1)
         if position_ids.shape != (batch, 2, seq_len):
             raise ValueError(
                 f"position_ids must have shape [batch, 2, seq] = {[batch, 2, seq_len]} (position, block position), "
                 f"got {list(position_ids.shape)}."
-            )
-        smallest, largest = (int(value) for value in torch.aminmax(position_ids))
-        if smallest < 0:
-            raise ValueError(f"position_ids must be non-negative; got {smallest}.")
-        if largest >= self.config.max_position_embeddings:
-            raise ValueError(
-                f"The input needs position {largest} but the model has max_position_embeddings="
-                f"{self.config.max_position_embeddings}: shorten the text before the blank, or generate fewer "
-                f"tokens (max_new_tokens) for this span."
             )
         return position_ids
 
@@ -564,18 +619,12 @@ class GLMModel(GLMPreTrainedModel):
         input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         inputs_embeds: torch.Tensor,
-        cache: Cache | None,
-        past_length: int,
+        key_length: int,
+        past_length: int | torch.Tensor,
         position_ids: torch.Tensor,
         prefix_length: int = 0,
     ) -> torch.Tensor | None:
         batch, seq_len = inputs_embeds.shape[:2]
-        seen_length = past_length + seq_len
-        key_length = seen_length
-        if cache is not None:
-            key_length, key_offset = cache.get_mask_sizes(seq_len, 0)
-            if key_offset != 0:
-                raise ValueError("GLM needs a cache that keeps every token (DynamicCache or StaticCache).")
         if attention_mask is not None and attention_mask.dim() == 4:
             key_length += prefix_length
             if attention_mask.shape[0] != batch or attention_mask.shape[-2:] != (seq_len, key_length):
@@ -584,24 +633,20 @@ class GLMModel(GLMPreTrainedModel):
                     f" = {[batch, 1, seq_len, key_length]}, got {list(attention_mask.shape)}."
                 )
             return attention_mask
-
-        padding = None
         if attention_mask is not None and attention_mask.dim() <= 1:
             sep = attention_mask.to(inputs_embeds.device, torch.long).reshape(-1).expand(batch)
+            return build_attention_mask(sep, seq_len, key_length, None, past_length)
+        padding = attention_mask
+        if isinstance(past_length, int) and past_length > 0 and seq_len == 1 and padding is None:
+            return None  # one new token that sees every cached one: no mask needed
+        if input_ids is None:
+            # Without token ids no <|startofpiece|> can be found: Part B starts at the first token with a block
+            # position (none without explicit positions: embeddings are then all Part A).
+            sep = part_a_length_from_positions(position_ids)
         else:
-            padding = attention_mask
-            if past_length > 0:
-                # Continuing from a cache: the cached prefix already holds Part A, new tokens are Part B.
-                no_padding = padding is None or bool(padding.all())
-                if seq_len == 1 and key_length == seen_length and no_padding:
-                    return None
-                sep = torch.zeros(batch, dtype=torch.long, device=inputs_embeds.device)
-            elif input_ids is None:
-                # Without token ids no <|startofpiece|> can be found: Part B starts at the first token with a block
-                # position (none without explicit positions: embeddings are then all Part A).
-                sep = part_a_length_from_positions(position_ids)
-            else:
-                sep = part_a_length(input_ids, self.config.sop_token_id)
+            sep = part_a_length(input_ids, self.config.sop_token_id)
+        # Continuing from a cache, the cached tokens hold Part A and the new ones are Part B (decided on the device).
+        sep = sep * (past_length == 0)
         return build_attention_mask(sep, seq_len, key_length, padding, past_length)
 
 
@@ -632,9 +677,16 @@ class GLMGenerativeHead(GLMWithVocabularyHead, GenerationMixin):
         stop_ids = [i for i in (config.eop_token_id, config.eos_token_id) if i is not None]
         self.generation_config.eos_token_id = stop_ids or None
 
-    def create_masks_for_generate(self, config, inputs_embeds, attention_mask, *args, **kwargs):
-        """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches."""
-        return attention_mask
+    def create_masks_for_generate(
+        self, config, inputs_embeds, attention_mask, *args, cache=None, is_first_iteration=False, **kwargs
+    ):
+        """Keeps the 2D padding mask that generate() would turn into a plain causal 4D mask for static caches (the
+        forwards build GLM's masks from it). On decode steps it is padded to the static cache's size, so compiled
+        decoding sees the same shapes at every step."""
+        if attention_mask is None or attention_mask.dim() != 2 or is_first_iteration or cache is None:
+            return attention_mask
+        slots = cache.get_mask_sizes(inputs_embeds.shape[1], 0)[0]
+        return torch.nn.functional.pad(attention_mask, (0, slots - attention_mask.shape[-1]))
 
     @staticmethod
     def _padding_for_generate(kwargs: dict) -> None:
@@ -877,7 +929,9 @@ class GLMForCausalLM(GLMGenerativeHead):
         batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         device = (input_ids if input_ids is not None else inputs_embeds).device
         past_length = cache.get_seq_length() if cache is not None else 0
-        padding = self._padding_mask(attention_mask, batch, past_length + seq_len)
+        if not cache_may_hold_tokens(cache):  # where the inputs enter (see GLMModel._check_inputs)
+            self._check_inputs(attention_mask, position_ids)
+        padding = self._padding_mask(attention_mask, batch, seq_len, past_length, cache)
         positions = self._text_positions(position_ids, padding, past_length, seq_len, device)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         checkpointing = self.training and torch.is_grad_enabled() and self.is_activation_checkpointing
@@ -910,19 +964,47 @@ class GLMForCausalLM(GLMGenerativeHead):
         self.glm(input_ids=ids.to(self.device), position_ids=positions.to(self.device), cache=recorder, use_cache=True)
         return [(layer.keys, layer.values) for layer in recorder.layers]
 
-    def _padding_mask(self, attention_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+    @staticmethod
+    def _check_inputs(attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None) -> None:
+        """The checks that read values on the host, run where inputs enter rather than at every decode step."""
+        if attention_mask is not None and attention_mask.dim() == 2:
+            check_padding_mask(attention_mask)
+        if position_ids is not None and position_ids.dim() == 2 and position_ids.shape[-1] > 1:
+            if bool((position_ids[:, 1:] < position_ids[:, :-1]).any()):
+                raise ValueError(
+                    "position_ids restart inside a row: packed sequences (e.g. DataCollatorWithFlattening) would "
+                    "attend to each other, which GLMForCausalLM does not support; pad the sequences into separate "
+                    "rows."
+                )
+
+    @staticmethod
+    def _padding_mask(
+        attention_mask: torch.Tensor | None,
+        batch: int,
+        seq_len: int,
+        past_length: int | torch.Tensor,
+        cache: Cache | None,
+    ) -> torch.Tensor | None:
+        """The 2D padding mask as booleans; it covers the cached and new tokens, or every slot of a static cache
+        (what `create_masks_for_generate` gives compiled decoding)."""
         if attention_mask is None:
             return None
-        if attention_mask.dim() != 2 or attention_mask.shape != (batch, length):
+        key_length = seq_len if cache is None else cache.get_mask_sizes(seq_len, 0)[0]
+        if attention_mask.dim() != 2 or not padding_fits(attention_mask, batch, seq_len, past_length, key_length):
             raise ValueError(
-                f"GLMForCausalLM takes a 2D padding mask [batch, past + seq] = {[batch, length]}, got "
+                f"GLMForCausalLM takes a 2D padding mask [batch, past + seq] = {[batch, past_length + seq_len]}, got "
                 f"{list(attention_mask.shape)}; GLM layouts with blanks and Part B spans belong to "
                 "GLMForConditionalGeneration."
             )
         return read_padding_mask(attention_mask)
 
     def _text_positions(
-        self, position_ids: torch.Tensor | None, padding: torch.Tensor | None, past_length: int, seq_len: int, device
+        self,
+        position_ids: torch.Tensor | None,
+        padding: torch.Tensor | None,
+        past_length: int | torch.Tensor,
+        seq_len: int,
+        device,
     ) -> torch.Tensor:
         if position_ids is None:
             return text_positions(padding, past_length, seq_len, device)
@@ -930,11 +1012,6 @@ class GLMForCausalLM(GLMGenerativeHead):
             raise ValueError(
                 f"GLMForCausalLM takes 1D text positions per row ([batch, seq], seq = {seq_len}), got shape "
                 f"{list(position_ids.shape)}."
-            )
-        if seq_len > 1 and bool((position_ids[:, 1:] < position_ids[:, :-1]).any()):
-            raise ValueError(
-                "position_ids restart inside a row: packed sequences (e.g. DataCollatorWithFlattening) would attend "
-                "to each other, which GLMForCausalLM does not support; pad the sequences into separate rows."
             )
         return position_ids
 

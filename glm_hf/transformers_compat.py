@@ -24,6 +24,8 @@ nowhere else (README's "Compatibility" section lists them):
   tensor-parallel style must join for `tp_plan="auto"`, and the base of GLM's GeGLU style.
 - `transformers.convert_slow_tokenizer.SentencePieceExtractor` (converter only, never in saved folders): reads a
   SentencePiece model's vocabulary and merges.
+- Cache layers' `is_initialized` (in 5.23 and 5.24 alike; `cache_may_hold_tokens`): tells a decode step from
+  fresh input without reading a static cache's device-side length.
 - `GenerationMixin._prepare_position_ids_for_generation` is overridden, not imported: the seq2seq head returns None
   there, since GLM's 2D positions travel as `prompt_position_ids` instead of transformers' position bookkeeping.
 """
@@ -59,6 +61,16 @@ def select_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | 
     return cache if cache is not None else past_key_values
 
 
+def cache_may_hold_tokens(cache: Cache | None) -> bool:
+    """Whether a cache may already hold tokens, decided from its Python state alone (a static cache counts its
+    tokens in a device tensor, which is never read here). A reset static cache may answer True while empty; callers
+    use the answer only to skip host-side input checks on what are then decode steps."""
+    if cache is None or not cache.layers or not cache.layers[0].is_initialized:
+        return False
+    length = cache.get_seq_length()
+    return isinstance(length, torch.Tensor) or length > 0
+
+
 def cache_output(cache: Cache | None) -> dict[str, Cache | None]:
     """The keyword argument that puts `cache` into an output dataclass of the installed release."""
     return {CACHE_FIELD: cache}
@@ -83,6 +95,7 @@ __all__ = [
     "sentencepiece_extractor",
     "should_convert_module",
     "CACHE_FIELD",
+    "cache_may_hold_tokens",
     "cache_output",
     "capture_outputs",
     "merge_with_config_defaults",
