@@ -1,7 +1,6 @@
 """PyTorch GLM: autoregressive blank infilling with 2D positions (GLM, GLM-130B-style, ChatGLM-6B-style)."""
 
 import copy
-import os
 from collections.abc import Callable
 
 import torch
@@ -326,51 +325,13 @@ class GLMPreTrainedModel(GLMHubMixin, PreTrainedModel):
             per_head[:, slot] = part.view(heads, self.config.head_dim, in_features)
         init.copy_(linear.weight, per_head.view(-1, in_features))
 
-    def post_init(self) -> None:
-        super().post_init()
-        self._lay_out_widening_weights()
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        model._lay_out_widening_weights()
-        refuse_ignored_quantization(model, kwargs.get("quantization_config"))
+        refuse_ignored_quantization(
+            loaded[0] if isinstance(loaded, tuple) else loaded, kwargs.get("quantization_config")
+        )
         return loaded
-
-    def _lay_out_widening_weights(self) -> None:
-        """Stores the weights of widening CPU projections (out > in: query/key/value, MLP up) column-major.
-
-        `x @ W.T` then reads W along its longer side, which CPU BLAS runs markedly faster (measured on the
-        project's CPU: about 11% faster decoding and 7% faster training steps). Shapes, values and saved
-        checkpoints are unchanged; only the memory layout differs. Not done in a process of a distributed job
-        (FSDP2, DeepSpeed and tensor-parallel sharding need row-major parameters; launchers set WORLD_SIZE before
-        the process group exists) and undone when the weights leave the CPU (`_apply`).
-        """
-        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        if launched or (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return
-        for linear in self._widening_linears():
-            if linear.weight.device.type == "cpu" and linear.weight.is_contiguous():
-                linear.weight.data = linear.weight.data.t().contiguous().t()
-
-    def _widening_linears(self) -> list[nn.Linear]:
-        return [
-            linear
-            for block in self.modules()
-            if isinstance(block, GLMBlock)
-            for linear in block.modules()
-            if isinstance(linear, nn.Linear) and linear.out_features > linear.in_features
-        ]
-
-    def _apply(self, fn, recurse: bool = True):
-        """`nn.Module._apply` (behind `.to()`, `.cuda()`, `.half()`...); weights moved off the CPU get the ordinary
-        row-major layout back, which GPU kernels and FSDP2 expect (see `_lay_out_widening_weights`)."""
-        module = super()._apply(fn, recurse)
-        for linear in self._widening_linears():
-            if linear.weight.device.type != "cpu" and not linear.weight.is_contiguous():
-                linear.weight.data = linear.weight.data.contiguous()
-        return module
 
 
 class PrefixedKeyValues:

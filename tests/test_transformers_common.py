@@ -103,10 +103,6 @@ SKIPS = {
         "GenerationTesterMixin lives in tests/generation/, which the sdist does not ship; GLM's generation has its "
         "own tests (test_generation.py, test_causal_lm.py)"
     ),
-    "test_load_contiguous_weights": (
-        "widening CPU weights are stored column-major for decode speed (PreTrainedModel._lay_out_widening_weights); "
-        "issue 19 removes that layout"
-    ),
 }
 
 
