@@ -424,7 +424,9 @@ class GLMModel(GLMPreTrainedModel):
         past_length = cache.get_seq_length() if cache is not None else 0
         batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         key_length = self._key_length(cache, seq_len)
-        fresh = not cache_may_hold_tokens(cache)
+        # Traced code (torch.compile, torch.export) cannot read values: its inputs are checked by the caller's
+        # eager run, or not at all.
+        fresh = not cache_may_hold_tokens(cache) and not torch.compiler.is_compiling()
         if fresh:  # where the inputs enter; decode steps continue checked inputs without reading values on the host
             self._check_inputs(input_ids, attention_mask, position_ids, batch, seq_len)
         if inputs_embeds is None:
@@ -890,7 +892,7 @@ class GLMForCausalLM(GLMGenerativeHead):
         batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         device = (input_ids if input_ids is not None else inputs_embeds).device
         past_length = cache.get_seq_length() if cache is not None else 0
-        if not cache_may_hold_tokens(cache):  # where the inputs enter (see GLMModel._check_inputs)
+        if not cache_may_hold_tokens(cache) and not torch.compiler.is_compiling():  # see GLMModel._check_inputs
             self._check_inputs(attention_mask, position_ids)
         padding = self._padding_mask(attention_mask, batch, seq_len, past_length, cache)
         positions = self._text_positions(position_ids, padding, past_length, seq_len, device)
