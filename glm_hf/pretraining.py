@@ -19,8 +19,9 @@ LOSS_CURVE_FILE = "loss_curve.png"
 
 def pack_documents(documents: Iterable[Sequence[int]], row_length: int, separator_id: int) -> list[list[int]]:
     """Token rows of at most `row_length` tokens, each holding whole consecutive documents, every document followed
-    by `separator_id`. A document longer than a row is cut into row-sized pieces (nothing is dropped), so training
-    steps carry no padding beyond the last row."""
+    by `separator_id`. A document longer than a row is cut into row-sized pieces (nothing is dropped; the last piece
+    keeps a text token before the separator, so no row is a separator alone), so training steps carry no padding
+    beyond the last row."""
     if row_length < 2:
         raise ValueError(f"row_length must hold a token and its separator (>= 2), got {row_length}.")
     rows: list[list[int]] = []
@@ -31,8 +32,9 @@ def pack_documents(documents: Iterable[Sequence[int]], row_length: int, separato
             rows.append(current)
             current = []
         while len(tokens) > row_length:
-            rows.append(tokens[:row_length])
-            tokens = tokens[row_length:]
+            cut = row_length - 1 if len(tokens) == row_length + 1 else row_length
+            rows.append(tokens[:cut])
+            tokens = tokens[cut:]
         current += tokens
     if current:
         rows.append(current)
@@ -118,8 +120,8 @@ def pretrain(
     if len(rows) < batch_size:
         raise ValueError(f"the texts pack into {len(rows)} rows, fewer than one batch of {batch_size}.")
     args = pretraining_arguments(output_dir, max_steps, batch_size, learning_rate, seed, progress_bar)
-    # Each data-parallel process draws its own blanks: the same seed everywhere would give every rank's i-th row
-    # the same span pattern.
+    # Ranks collate different rows, so their blanks differ anyway; the rank in the seed also separates rows
+    # duplicated across ranks.
     collator = DataCollatorForBlankInfilling(
         tokenizer, max_length=2 * row_length, seed=seed + args.process_index, **collator_options
     )

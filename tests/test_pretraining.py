@@ -40,6 +40,8 @@ def test_packing_keeps_every_token_in_order_within_row_limits(documents, row_len
     rows = pack_documents(documents, row_length, separator_id=3)
     assert [token for row in rows for token in row] == [token for doc in documents for token in [*doc, 3]]
     assert all(0 < len(row) <= row_length for row in rows)
+    if all(documents):  # a separator never makes a row alone (the collator would have no text to blank)
+        assert [3] not in rows
     if all(len(doc) < row_length for doc in documents):  # every document fits a row: rows hold whole documents
         assert all(row[-1] == 3 for row in rows) and len(rows) <= len(documents)
 
