@@ -32,9 +32,7 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
     - document (`[gMASK]`): one span of `document_min_ratio`..1 of the text, at its end.
     Each span becomes one blank in Part A and, in a random order (`shuffle_spans`), a Part B segment
     `<|startofpiece|> span` with targets `span <|endofpiece|>`. Special tokens at either end of the text (`[CLS]`,
-    eos, padding) stay in Part A and are never masked, except in a row of nothing but eos tokens (document
-    separators, as in a packed row holding only the separator of a document that filled the rows before it), which
-    is blanked as text.
+    eos, padding) stay in Part A and are never masked.
 
     Output: `input_ids`, `position_ids` `[batch, 2, seq]`, `attention_mask` as Part A lengths `[batch]` (rows are
     right-padded) and `labels` (-100 outside Part B), as torch tensors (`return_tensors="pt"`) or numpy arrays
@@ -207,15 +205,12 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
         """`layout` drawing from `rng`: the special tokens at the ends stay in Part A, the text between them is
         blanked and, with `max_length`, shortened from its end until the layout fits."""
         lead = _run_length(self.is_special[ids])
-        if lead < len(ids):
-            trail = _run_length(self.is_special[ids[::-1]])
-        elif (ids == self.tokenizer.eos_token_id).all():
-            lead = trail = 0  # document separators alone (a packed row holding only one) are its text
-        else:
+        if lead == len(ids):
             raise ValueError(
                 f"all its {len(ids)} input_ids are special tokens (e.g. [CLS], eos, padding), so there is no text "
                 "to blank; drop such rows (empty texts) before collating."
             )
+        trail = _run_length(self.is_special[ids[::-1]])
         if sentence_ends is not None:
             sentence_ends = sentence_ends - lead
         prefix, body, suffix = ids[:lead], ids[lead : len(ids) - trail], ids[len(ids) - trail :]

@@ -138,8 +138,6 @@ def test_no_input_hangs_or_comes_out_without_a_blank(
     data = collator(
         tokenizer, objective, seed=seed, max_length=max_length, mask_ratio=mask_ratio, poisson_lambda=poisson_lambda
     )
-    if ids and set(ids) == {tokenizer.eos_token_id}:  # document separators alone: blanked as the row's text
-        prefix, words, suffix = [], ids, []
     if not words or (max_length is not None and len(prefix) + len(suffix) + 3 > max_length):
         message = "empty input_ids" if not ids else "no text to blank" if not words else "Raise max_length"
         with time_limit(10), pytest.raises(ValueError, match=f"example 0.*{message}"):
@@ -164,12 +162,11 @@ def test_small_max_length_and_high_mask_ratio_keep_a_blank_in_every_row(tokenize
         assert (batch["attention_mask"] > 0).all() and batch["input_ids"].shape[1] <= 8
 
 
-def test_a_row_of_separators_alone_is_blanked_as_text(tokenizer):
-    """`pack_documents` ends a row with only the separator of a document that filled the rows before it."""
+def test_a_row_of_separators_alone_is_refused(tokenizer):
+    """A row of only eos separators has no text to blank (`pack_documents` never makes one)."""
     eos = tokenizer.eos_token_id
-    batch = collator(tokenizer, 0, max_length=8)([{"input_ids": [11, 12, 13, 14, 15, eos]}, {"input_ids": [eos]}])
-    assert batch["input_ids"][1, :3].tolist() == [tokenizer.mask_token_id, tokenizer.sop_token_id, eos]
-    assert batch["labels"][1, 1:3].tolist() == [eos, tokenizer.eop_token_id]
+    with pytest.raises(ValueError, match="example 1: all its 1 input_ids are special tokens"):
+        collator(tokenizer, 0, max_length=8)([{"input_ids": [11, 12, 13, 14, 15, eos]}, {"input_ids": [eos]}])
 
 
 def test_rows_that_cannot_fit_max_length_raise_a_clear_error(tokenizer):
