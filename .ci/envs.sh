@@ -35,6 +35,26 @@ build_env() {
     )
 }
 
+# newest_release: the newest transformers release on the package index, which a user with the full index installs
+# even where pip here resolves an older one (5.25.0 requires kernels>=0.19.1, which this index lacks)
+newest_release() {
+    python3 -m pip index versions transformers 2>/dev/null | sed -n 's/^transformers (\([^)]*\)).*/\1/p'
+}
+
+# installed_release NAME: the transformers release in WORK/NAME
+installed_release() {
+    "$WORK/$1/bin/python" -c 'import transformers; print(transformers.__version__)'
+}
+
+# force_release NAME VERSION: transformers VERSION installed over WORK/NAME without its dependencies, for a release
+# whose own requirements the reachable index cannot satisfy. Its suite then runs with USE_HUB_KERNELS=0 (WORK/NAME.env),
+# as a user without the `kernels` package that release requires must set.
+force_release() {
+    "$WORK/$1/bin/python" -m pip install --no-deps "transformers==$2" >> "$WORK/$1-install.log" 2>&1 \
+        || { tail -20 "$WORK/$1-install.log"; exit 1; }
+    echo "USE_HUB_KERNELS=0" > "$WORK/$1.env"
+}
+
 # env_versions NAME: the transformers and torch releases in WORK/NAME
 env_versions() {
     "$WORK/$1/bin/python" -c 'import torch, transformers; print(f"transformers {transformers.__version__}, torch {torch.__version__}")'
@@ -44,7 +64,7 @@ env_versions() {
 # the source distribution of the release installed in WORK/NAME, unpacked into WORK/NAME-transformers-tests
 fetch_common_tests() {
     local version dir
-    version="$("$WORK/$1/bin/python" -c 'import transformers; print(transformers.__version__)')"
+    version="$(installed_release "$1")"
     dir="$WORK/$1-transformers-tests"
     mkdir -p "$dir"
     "$WORK/$1/bin/python" -m pip download --quiet --no-binary :all: --no-deps "transformers==$version" -d "$dir"
@@ -60,7 +80,8 @@ run_suite() {
         source "$WORK/$1/bin/activate"
         export PIP_CONSTRAINT="${3:-}" GLM_HF_OTHER_PYTHON="$WORK/$2/bin/python"
         export GLM_HF_TRANSFORMERS_TESTS="$WORK/$1-transformers-tests"
-        echo "=== $1 environment: $(env_versions "$1")"
+        if [[ -f "$WORK/$1.env" ]]; then set -a; source "$WORK/$1.env"; set +a; fi
+        echo "=== $1 environment: $(env_versions "$1")${USE_HUB_KERNELS:+, USE_HUB_KERNELS=$USE_HUB_KERNELS}"
         echo "=== $TEST_COMMAND"
         eval "$TEST_COMMAND"
     )

@@ -44,8 +44,7 @@ from .configuration_glm import GLMConfig
 from .hub_glm import GLMHubMixin
 from .quantization import refuse_ignored_quantization  # importing it registers the quantizer; travels with code
 from .transformers_compat import (
-    ALL_PARALLEL_STYLES,
-    PackedColwiseParallel,
+    TP_STYLE_GLU_UP,
     cache_may_hold_tokens,
     cache_output,
     capture_outputs,
@@ -220,36 +219,6 @@ class GLMMLP(nn.Module):
         else:
             hidden_states = self.act(hidden_states)
         return self.dropout(self.dense_4h_to_h(hidden_states))
-
-
-# Tensor-parallel style of the GeGLU up-projection (`from_pretrained(..., tp_plan="auto")` with `use_glu=True`).
-TP_STYLE_GLU_UP = "glm_glu_colwise"
-
-if torch.distributed.is_available():
-    from torch.distributed.device_mesh import DeviceMesh
-    from torch.distributed.tensor import distribute_tensor
-    from torch.distributed.tensor.placement_types import _StridedShard
-
-    class GLUColwiseParallel(PackedColwiseParallel):
-        """Column-parallel style for the GeGLU up-projection, whose output is two halves `[value | gate]`.
-
-        A plain column split would give rank 0 only values and rank 1 only gates. Here every rank holds the same
-        slice of both halves, weight and bias alike, so its local output is `[value_r | gate_r]`, `GLMMLP.forward`'s
-        `chunk(2)` pairs each value with its own gate, and the row-parallel down-projection gets slice r of the
-        intermediate features. transformers' `packed_colwise` shards the weight this way but splits a 1-D bias
-        contiguously, which is wrong for a packed bias; hence this style.
-        """
-
-        def shard_param(self, module: nn.Module, param: str, mesh: DeviceMesh) -> None:
-            meta = module._parameters.get(param)
-            if meta is None:
-                return
-            both_halves = _StridedShard(dim=0, split_factor=2)
-            module._parameters[param] = nn.Parameter(
-                distribute_tensor(meta, mesh, [both_halves], src_data_rank=None), requires_grad=meta.requires_grad
-            )
-
-    ALL_PARALLEL_STYLES.register(TP_STYLE_GLU_UP, GLUColwiseParallel())
 
 
 class GLMBlock(GradientCheckpointingLayer):

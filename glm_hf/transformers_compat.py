@@ -21,7 +21,9 @@ nowhere else (README's "Compatibility" section lists them):
 - `transformers.quantizers.quantizers_utils.get_module_from_name` / `should_convert_module`: how transformers'
   own quantizers resolve a parameter name and match `modules_to_not_convert`, so GLM's quantizer matches alike.
 - `transformers.distributed.tensor_parallel.ALL_PARALLEL_STYLES` / `PackedColwiseParallel`: the registry a
-  tensor-parallel style must join for `tp_plan="auto"`, and the base of GLM's GeGLU style.
+  tensor-parallel style must join for `tp_plan="auto"`, and the base of GLM's GeGLU style (`GLUColwiseParallel`,
+  defined here because its `shard_param` signature follows the release: 5.25 passes `config=` and
+  `mesh_manager=` keywords that 5.23 and 5.24 do not).
 - `transformers.convert_slow_tokenizer.SentencePieceExtractor` (converter only, never in saved folders): reads a
   SentencePiece model's vocabulary and merges.
 - Cache layers' `is_initialized` (in 5.23 and 5.24 alike; `cache_may_hold_tokens`): tells a decode step from
@@ -39,11 +41,6 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.quantizers.quantizers_utils import get_module_from_name, should_convert_module
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
-
-if torch.distributed.is_available():
-    from transformers.distributed.tensor_parallel import ALL_PARALLEL_STYLES, PackedColwiseParallel
-else:  # torch builds without distributed support have no tensor parallelism to register styles with
-    ALL_PARALLEL_STYLES = PackedColwiseParallel = None
 
 # Name of the cache field in the installed release's outputs and of the keyword generate() passes it under.
 CACHE_FIELD = (
@@ -81,6 +78,39 @@ def output_cache(outputs) -> Cache | None:
     return outputs.get(CACHE_FIELD)
 
 
+# Tensor-parallel style of the GeGLU up-projection (`from_pretrained(..., tp_plan="auto")` with `use_glu=True`).
+TP_STYLE_GLU_UP = "glm_glu_colwise"
+
+if torch.distributed.is_available():
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import distribute_tensor
+    from torch.distributed.tensor.placement_types import _StridedShard
+    from transformers.distributed.tensor_parallel import ALL_PARALLEL_STYLES, PackedColwiseParallel
+
+    class GLUColwiseParallel(PackedColwiseParallel):
+        """Column-parallel style for the GeGLU up-projection, whose output is two halves `[value | gate]`.
+
+        A plain column split would give rank 0 only values and rank 1 only gates. Here every rank holds the same
+        slice of both halves, weight and bias alike, so its local output is `[value_r | gate_r]`, `GLMMLP.forward`'s
+        `chunk(2)` pairs each value with its own gate, and the row-parallel down-projection gets slice r of the
+        intermediate features. transformers' `packed_colwise` shards the weight this way but splits a 1-D bias
+        contiguously, which is wrong for a packed bias; hence this style.
+        """
+
+        def shard_param(self, module: torch.nn.Module, param: str, mesh: DeviceMesh, **release_keywords) -> None:
+            """Shards `module.<param>` in place. `release_keywords` takes what newer releases pass besides
+            (5.25: `config=`, `mesh_manager=`); the split depends on neither."""
+            meta = module._parameters.get(param)
+            if meta is None:
+                return
+            both_halves = _StridedShard(dim=0, split_factor=2)
+            module._parameters[param] = torch.nn.Parameter(
+                distribute_tensor(meta, mesh, [both_halves], src_data_rank=None), requires_grad=meta.requires_grad
+            )
+
+    ALL_PARALLEL_STYLES.register(TP_STYLE_GLU_UP, GLUColwiseParallel())
+
+
 def sentencepiece_extractor(model_file: str):
     """transformers' reader of a SentencePiece model file (`.extract(model_type)` gives its vocab and merges)."""
     from transformers.convert_slow_tokenizer import SentencePieceExtractor
@@ -89,8 +119,7 @@ def sentencepiece_extractor(model_file: str):
 
 
 __all__ = [
-    "ALL_PARALLEL_STYLES",
-    "PackedColwiseParallel",
+    "TP_STYLE_GLU_UP",
     "get_module_from_name",
     "sentencepiece_extractor",
     "should_convert_module",

@@ -12,6 +12,15 @@ from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
 MASK, SMASK, GMASK, SOP, EOP, PAD = 4, 5, 6, 7, 8, 0
 
 
+def pytest_report_header(config) -> str:
+    """Every suite's log names the releases it ran on (CI runs it under several)."""
+    import transformers
+
+    kernels = os.environ.get("USE_HUB_KERNELS", "unset")
+    releases = f"transformers {transformers.__version__}, torch {torch.__version__}"
+    return f"glm-hf suite on {releases}; USE_HUB_KERNELS={kernels}"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_hf_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))

@@ -11,7 +11,7 @@ from launch import torchrun
 
 from glm_hf import GLMForConditionalGeneration, GLMModel
 from glm_hf.demo import load_demo_tokenizer
-from glm_hf.modeling_glm import TP_STYLE_GLU_UP
+from glm_hf.transformers_compat import TP_STYLE_GLU_UP
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "distributed" / "tp_inference.py"
 CHATGLM_GEGLU = dict(
