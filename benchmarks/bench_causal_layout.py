@@ -20,7 +20,7 @@ import random
 import torch
 
 from glm_hf import GLMForConditionalGeneration, GLMTokenizer, corpus
-from glm_hf.demo import DEMO_SEED
+from glm_hf.demo.run import DEMO_SEED
 
 
 def token_log_probs(model: GLMForConditionalGeneration, ids: list[int], layout: str) -> torch.Tensor:

@@ -27,10 +27,10 @@ from datasets import Dataset  # noqa: E402
 from transformers import DataCollatorForLanguageModeling  # noqa: E402
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
-from glm_hf.collator import DataCollatorForBlankInfilling  # noqa: E402
 from glm_hf.convert.vocab import gpt2_tokenizer  # noqa: E402
-from glm_hf.demo import DemoSettings, demo_config, demo_training_texts, load_demo_tokenizer  # noqa: E402
-from glm_hf.pretraining import packed_dataset  # noqa: E402
+from glm_hf.demo.run import DemoSettings, demo_config, demo_training_texts, load_demo_tokenizer  # noqa: E402
+from glm_hf.training.collator import DataCollatorForBlankInfilling  # noqa: E402
+from glm_hf.training.pretraining import packed_dataset  # noqa: E402
 
 VOCAB = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "thudm-vocab"
 

@@ -4,8 +4,8 @@
 
 The task is built from the embedded corpus: each of the 270 held-out fact sentences (never in the demo's training
 text), cut before its blank, with the true answer and up to 3 answers of the same kind and language as choices
-(`glm_hf.corpus.choice_items`). "before": `GLMForConditionalGeneration`, the head `AutoModelForCausalLM` used to map
-to (it reads plain text bidirectionally); "after": `GLMForCausalLM`. Each runs at batch size 1 and 16; the table
+(`glm_hf.demo.corpus.choice_items`). "before": `GLMForConditionalGeneration`, the head `AutoModelForCausalLM` used to
+map to (it reads plain text bidirectionally); "after": `GLMForCausalLM`. Each runs at batch size 1 and 16; the table
 gives accuracy and how many of the per-choice log-likelihoods change between the two batch sizes (by > 1e-4).
 """
 
@@ -18,7 +18,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from glm_hf import GLMForCausalLM, GLMForConditionalGeneration, GLMTokenizer, corpus
-from glm_hf.demo import DEMO_SEED
+from glm_hf.demo.run import DEMO_SEED
 
 
 def evaluate(model, tokenizer, manager: TaskManager, batch_size: int) -> tuple[float, list[float]]:

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
-from glm_hf.demo import load_demo_tokenizer  # noqa: E402
+from glm_hf.demo.run import load_demo_tokenizer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "distributed"))
 from pipeline_parallel import Pipeline, build_pipeline, training_batches  # noqa: E402

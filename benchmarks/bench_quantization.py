@@ -24,10 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration, corpus  # noqa: E402
-from glm_hf.blank_infilling import batch_infilling, infilling_example  # noqa: E402
-from glm_hf.pretraining import fill_blanks  # noqa: E402
-from glm_hf.quantization import GLMQuantizationConfig, QuantizedLinear, quantize  # noqa: E402
-from glm_hf.tokenization_glm import GLMTokenizer  # noqa: E402
+from glm_hf.model.blank_infilling import batch_infilling, infilling_example  # noqa: E402
+from glm_hf.model.quantization import GLMQuantizationConfig, QuantizedLinear, quantize  # noqa: E402
+from glm_hf.model.tokenization_glm import GLMTokenizer  # noqa: E402
+from glm_hf.training.pretraining import fill_blanks  # noqa: E402
 
 MODES = {
     "fp32": None,

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import ChatServer, tiny_config  # noqa: E402
 
 from glm_hf import GLMForConditionalGeneration  # noqa: E402
-from glm_hf.demo import load_demo_tokenizer  # noqa: E402
+from glm_hf.demo.run import load_demo_tokenizer  # noqa: E402
 
 NEW_TOKENS = 32
 QUESTIONS = ["the capital of france ?", "what is the capital of japan ?", "hello", "how are you ?"]

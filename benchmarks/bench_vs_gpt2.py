@@ -19,7 +19,7 @@ measurement is preceded by one untimed warm-up run per model):
    = (N - 1) * batch / time from there to the end), "generate" is N * batch / whole `generate()` call.
 3. train step: `loss.backward()` after a forward at `--train-seq` tokens (default 512), batch `--train-batch`
    (default 4), `model.train()`, grads zeroed (set to None) after each step; no optimizer step. GLM gets a
-   realistic blank-infilling layout built with `glm_hf.blank_infilling.infilling_example`: Part A of
+   realistic blank-infilling layout built with `glm_hf.model.blank_infilling.infilling_example`: Part A of
    `--train-seq - span_tokens` tokens with `--train-blanks` `[MASK]` blanks, then the spans
    (`<|startofpiece|> span`) filling the sequence up to exactly `--train-seq`; inputs are `input_ids`, `labels`
    (-100 on Part A), explicit 2D `position_ids` and `attention_mask` = Part A lengths `[batch]` (the compact
@@ -58,8 +58,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsPro
 from transformers.cache_utils import DynamicCache  # noqa: E402
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
-from glm_hf.blank_infilling import batch_infilling, generation_layout, infilling_example  # noqa: E402
-from glm_hf.transformers_compat import CACHE_FIELD  # noqa: E402
+from glm_hf.model.blank_infilling import batch_infilling, generation_layout, infilling_example  # noqa: E402
+from glm_hf.model.transformers_compat import CACHE_FIELD  # noqa: E402
 
 FIRST_ORDINARY_ID = 9  # GLM's special tokens occupy ids 0..8 by default
 

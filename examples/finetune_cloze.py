@@ -26,7 +26,7 @@ from transformers import (
 
 import glm_hf  # noqa: F401  (registers GLM with the Auto classes)
 from glm_hf import corpus
-from glm_hf.cloze import cloze_config
+from glm_hf.training.cloze import cloze_config
 
 PATTERN = "{text} Is that right? [MASK]."
 LABEL_WORDS = {"false": "No", "true": "Yes"}

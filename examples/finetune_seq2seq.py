@@ -19,7 +19,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainer, S
 
 import glm_hf  # noqa: F401  (registers GLM with the Auto classes)
 from glm_hf import corpus
-from glm_hf.seq2seq import DataCollatorForGLMSeq2Seq, Seq2SeqMetrics
+from glm_hf.training.seq2seq import DataCollatorForGLMSeq2Seq, Seq2SeqMetrics
 
 PROMPT = "Translate to Chinese: "
 

@@ -13,9 +13,10 @@ from transformers import (
     AutoTokenizer,
 )
 
-from . import blank_infilling
-from .configuration_glm import GLMConfig
-from .modeling_glm import (
+from .demo import corpus
+from .model import blank_infilling
+from .model.configuration_glm import GLMConfig
+from .model.modeling_glm import (
     GLMForCausalLM,
     GLMForConditionalGeneration,
     GLMForMultipleChoice,
@@ -23,9 +24,9 @@ from .modeling_glm import (
     GLMModel,
     GLMPreTrainedModel,
 )
+from .model.quantization import GLMQuantizationConfig, quantize
+from .model.tokenization_glm import GLMTokenizer
 from .pipelines import register_pipelines
-from .quantization import GLMQuantizationConfig, quantize
-from .tokenization_glm import GLMTokenizer
 
 __version__ = "0.1.0"
 
@@ -55,4 +56,5 @@ __all__ = [
     "GLMTokenizer",
     "quantize",
     "blank_infilling",
+    "corpus",
 ]

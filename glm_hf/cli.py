@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .chat_templates import ensure_chat_template
-from .configuration_glm import GLMConfig
-from .demo import DemoSettings
+from .demo.run import DemoSettings
 from .folder_writes import check_destination, staged_folder
-from .tokenization_glm import GLMTokenizer
+from .model.configuration_glm import GLMConfig
+from .model.tokenization_glm import GLMTokenizer
 
 
 class UserError(ValueError):
@@ -62,7 +62,7 @@ def run_tokenizer_train(args: argparse.Namespace) -> None:
 
 def run_demo_command(args: argparse.Namespace) -> None:
     """Pretrains the demo GLM on the embedded corpus, reports held-out blank filling and saves everything."""
-    from .demo import DemoEvaluationError, run_demo
+    from .demo.run import DemoEvaluationError, run_demo
 
     settings = DemoSettings(
         max_steps=args.max_steps,
@@ -124,7 +124,7 @@ def _saved_split(saved, split: str):
 
 def run_pretrain(args: argparse.Namespace) -> None:
     """Pretrains a GLM from scratch on the user's texts and saves model, tokenizer, loss curve and model card."""
-    from .pretraining import pretrain, save_run_artifacts
+    from .training.pretraining import pretrain, save_run_artifacts
 
     sources = [path for path in (args.dataset, args.tokenizer, *(args.train_file or ())) if path]
     check_destination(args.output, sources, args.overwrite)
@@ -237,9 +237,9 @@ def run_card(args: argparse.Namespace) -> None:
 
 def run_quantize(args: argparse.Namespace) -> None:
     """Loads a GLM folder quantizing its linear layers, then saves the quantized model, tokenizer and card."""
+    from .model.modeling_glm import GLMForConditionalGeneration
+    from .model.quantization import GLMQuantizationConfig
     from .model_card import read_card_info, write_model_card
-    from .modeling_glm import GLMForConditionalGeneration
-    from .quantization import GLMQuantizationConfig
 
     source, destination = Path(args.source), Path(args.destination)
     if not (source / "config.json").is_file():

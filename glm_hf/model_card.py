@@ -11,8 +11,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .configuration_glm import GLMConfig
 from .folder_writes import write_text_atomic
+from .model.configuration_glm import GLMConfig
 
 TEMPLATE = Path(__file__).parent / "assets" / "model_card_template.md"
 CARD_INFO_FILE = "card_info.json"

@@ -17,9 +17,9 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .blank_infilling import batch_multiple_choice, multiple_choice_layout
-from .cloze import split_pattern
-from .modeling_glm import choice_scores
+from .model.blank_infilling import batch_multiple_choice, multiple_choice_layout
+from .model.modeling_glm import choice_scores
+from .training.cloze import split_pattern
 
 DEFAULT_MAX_NEW_TOKENS = 32
 

@@ -1,11 +1,11 @@
-"""Rebuilds the demo tokenizer shipped in `glm_hf/assets/demo_tokenizer` (run after changing the demo corpus).
+"""Rebuilds the demo tokenizer shipped in `glm_hf/demo/tokenizer` (run after changing the demo corpus).
 
 python scripts/build_demo_tokenizer.py
 """
 
 import shutil
 
-from glm_hf.demo import DEMO_TOKENIZER_DIR, train_demo_tokenizer
+from glm_hf.demo.run import DEMO_TOKENIZER_DIR, train_demo_tokenizer
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ def random_words(generator: torch.Generator, *shape: int) -> torch.Tensor:
 def example_base(tmp_path_factory):
     """A saved tiny GLM (1 layer, hidden 32) on the demo tokenizer, without dropout so that runs are deterministic:
     the `--base` for runs of the examples."""
-    from glm_hf.demo import load_demo_tokenizer
+    from glm_hf.demo.run import load_demo_tokenizer
 
     tokenizer = load_demo_tokenizer()
     torch.manual_seed(0)

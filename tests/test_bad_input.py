@@ -223,7 +223,7 @@ def test_the_traceback_appears_only_with_debug(tmp_path):
 
 
 def test_empty_batches_to_the_tokenizer_and_its_builders_are_refused():
-    from glm_hf.demo import load_demo_tokenizer
+    from glm_hf.demo.run import load_demo_tokenizer
 
     tokenizer = load_demo_tokenizer()
     with pytest.raises(ValueError, match="batch of texts to tokenize is empty"):

@@ -1,4 +1,4 @@
-"""Layouts, 2D positions and masks from glm_hf.blank_infilling."""
+"""Layouts, 2D positions and masks from glm_hf.model.blank_infilling."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from conftest import GMASK, MASK, PAD, SMASK, SOP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glm_hf.blank_infilling import (
+from glm_hf.model.blank_infilling import (
     build_attention_mask,
     build_position_ids,
     generation_layout,

@@ -100,7 +100,7 @@ def test_lm_eval_scores_alike_at_batch_size_1_and_8(tmp_path):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from glm_hf.demo import load_demo_tokenizer
+    from glm_hf.demo.run import load_demo_tokenizer
 
     tokenizer = load_demo_tokenizer()
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 from transformers.cache_utils import DynamicCache
 
 from glm_hf import GLMForCausalLM, GLMForConditionalGeneration
-from glm_hf.transformers_compat import CACHE_FIELD, output_cache
+from glm_hf.model.transformers_compat import CACHE_FIELD, output_cache
 
 VARIANTS = {
     "glm": {},

@@ -9,10 +9,10 @@ from test_remote_code import load_in_clean_process
 from thudm_reference import chatglm_forward, greedy
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, StoppingCriteria, pipeline
 
-from glm_hf.blank_infilling import generation_layout
-from glm_hf.chat_glm import process_response
 from glm_hf.chat_templates import glm_chat_template
-from glm_hf.demo import load_demo_tokenizer
+from glm_hf.demo.run import load_demo_tokenizer
+from glm_hf.model.blank_infilling import generation_layout
+from glm_hf.model.chat_glm import process_response
 
 HISTORY = [("你好", "你好，我是 ChatGLM"), ("what is the capital of France ?", "Paris\nand  Tokyo")]
 

@@ -20,7 +20,7 @@ from glm_hf import (
     GLMForSequenceClassification,
     GLMTokenizer,
 )
-from glm_hf.cloze import DataCollatorForClozeChoice, cloze_config
+from glm_hf.training.cloze import DataCollatorForClozeChoice, cloze_config
 
 TEXTS = [
     "I love this film. It was great.",

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glm_hf import GLMTokenizer
-from glm_hf.blank_infilling import build_attention_mask, part_a_length
-from glm_hf.collator import DataCollatorForBlankInfilling
+from glm_hf.model.blank_infilling import build_attention_mask, part_a_length
+from glm_hf.training.collator import DataCollatorForBlankInfilling
 
 CORPUS = ["The capital of France is Paris. The capital of Japan is Tokyo! Is it? 北京是中国的首都。东京呢？"] * 40
 

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_model
 
 from glm_hf import GLMTokenizer
-from glm_hf.collator import DataCollatorForBlankInfilling
+from glm_hf.training.collator import DataCollatorForBlankInfilling
 
 CORPUS = ["The capital of France is Paris. The capital of Japan is Tokyo! Is it? 北京是中国的首都。东京呢？"] * 40
 

@@ -10,8 +10,8 @@ from transformers import CompileConfig, DynamicCache, StaticCache
 from transformers.integrations.executorch import TorchExportableModuleForDecoderOnlyLM, export_with_dynamic_cache
 
 from glm_hf import GLMForCausalLM
-from glm_hf.blank_infilling import build_position_ids
-from glm_hf.transformers_compat import CACHE_FIELD, output_cache
+from glm_hf.model.blank_infilling import build_position_ids
+from glm_hf.model.transformers_compat import CACHE_FIELD, output_cache
 
 # Compiled decoding and export are supported from transformers 5.24 (its static cache counts tokens in a device
 # tensor and generate() takes the cache as `cache=`); 5.23's static-cache generate() recompiles per step.

@@ -13,9 +13,9 @@ from thudm_reference import chatglm_forward, glm_forward, greedy
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from glm_hf import GLMForConditionalGeneration, GLMTokenizer
-from glm_hf.blank_infilling import build_position_ids
 from glm_hf.cli import main
 from glm_hf.convert.checkpoint import CheckpointError, convert_checkpoint
+from glm_hf.model.blank_infilling import build_position_ids
 
 VOCAB = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "thudm-vocab"
 

@@ -1,11 +1,11 @@
-"""The built-in bilingual demo corpus of glm_hf.corpus: determinism, fact format, the held-out split and sizes."""
+"""The built-in bilingual demo corpus of glm_hf.demo.corpus: determinism, fact format, the held-out split and sizes."""
 
 from collections import Counter
 
 import pytest
 
 from glm_hf import corpus
-from glm_hf.corpus import MASK, Fact, documents, facts, frequency_baseline, split_facts
+from glm_hf.demo.corpus import MASK, Fact, documents, facts, frequency_baseline, split_facts
 
 KINDS = {"capital", "element", "arithmetic", "calendar"}
 

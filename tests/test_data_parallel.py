@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from glm_hf import GLMForConditionalGeneration, corpus
-from glm_hf.pretraining import packed_dataset
+from glm_hf.training.pretraining import packed_dataset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))

@@ -4,9 +4,10 @@ import pytest
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from glm_hf import GLMForConditionalGeneration, GLMTokenizer, corpus, demo
+from glm_hf import GLMForConditionalGeneration, GLMTokenizer, corpus
 from glm_hf.cli import main
-from glm_hf.demo import DEMO_TOKENIZER_DIR, DemoSettings, demo_training_texts, run_demo, train_demo_tokenizer
+from glm_hf.demo import run as demo
+from glm_hf.demo.run import DEMO_TOKENIZER_DIR, DemoSettings, demo_training_texts, run_demo, train_demo_tokenizer
 
 
 def test_shipped_demo_tokenizer_is_what_the_build_script_trains():

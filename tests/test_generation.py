@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import EOP, GMASK, MASK, PAD, SMASK, SOP, random_words, tiny_model
 
-from glm_hf.transformers_compat import CACHE_FIELD, output_cache
+from glm_hf.model.transformers_compat import CACHE_FIELD, output_cache
 
 VARIANTS = {
     "glm": {},

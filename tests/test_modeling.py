@@ -8,8 +8,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 from transformers.cache_utils import DynamicCache
 
 from glm_hf import GLMConfig, GLMForCausalLM, GLMForConditionalGeneration, GLMModel
-from glm_hf.blank_infilling import batch_infilling, build_attention_mask, infilling_example
-from glm_hf.transformers_compat import CACHE_FIELD, output_cache
+from glm_hf.model.blank_infilling import batch_infilling, build_attention_mask, infilling_example
+from glm_hf.model.transformers_compat import CACHE_FIELD, output_cache
 
 BLANKS = [4, 5, 6]
 EOP = 8

@@ -7,7 +7,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from glm_hf import GLMForCausalLM, GLMForConditionalGeneration
-from glm_hf.blank_infilling import batch_infilling, infilling_example
+from glm_hf.model.blank_infilling import batch_infilling, infilling_example
 
 peft = pytest.importorskip("peft")
 

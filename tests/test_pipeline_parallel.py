@@ -14,7 +14,7 @@ from conftest import tiny_config
 from launch import torchrun
 
 from glm_hf import GLMForConditionalGeneration
-from glm_hf.demo import load_demo_tokenizer
+from glm_hf.demo.run import load_demo_tokenizer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "distributed" / "pipeline_parallel.py"
 sys.path.insert(0, str(EXAMPLE.parent))

@@ -12,7 +12,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMTokenizer
 from glm_hf.cli import main
-from glm_hf.pretraining import fill_blanks, pack_documents, packed_dataset, pretrain, save_loss_curve
+from glm_hf.training.pretraining import fill_blanks, pack_documents, packed_dataset, pretrain, save_loss_curve
 
 TEXTS = [
     "The capital of France is Paris.",

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from glm_hf.blank_infilling import batch_infilling, infilling_example
-from glm_hf.quantization import (
+from glm_hf.model.blank_infilling import batch_infilling, infilling_example
+from glm_hf.model.quantization import (
     QuantizationSpec,
     QuantizedLinear,
     dequantize_weight,
@@ -79,7 +79,7 @@ def test_from_pretrained_quantizes_on_load_and_saved_models_reload_bit_exact(tmp
     from safetensors import safe_open
 
     from glm_hf import GLMForConditionalGeneration
-    from glm_hf.quantization import GLMQuantizationConfig
+    from glm_hf.model.quantization import GLMQuantizationConfig
 
     model = tiny_model(initializer_range=0.05).eval()
     model.save_pretrained(tmp_path / "float")
@@ -104,7 +104,7 @@ def test_from_pretrained_quantizes_on_load_and_saved_models_reload_bit_exact(tmp
 
 
 def test_quantization_config_rejects_bad_values():
-    from glm_hf.quantization import GLMQuantizationConfig
+    from glm_hf.model.quantization import GLMQuantizationConfig
 
     with pytest.raises(ValueError, match="bits must be one of"):
         GLMQuantizationConfig(bits=2)
@@ -149,7 +149,7 @@ def test_quantize_command_writes_a_quantized_folder_with_card(tmp_path):
 
 def test_w8a8_uses_int8_kernels_and_stays_close_to_weight_only(tmp_path):
     from glm_hf import GLMForConditionalGeneration
-    from glm_hf.quantization import GLMQuantizationConfig
+    from glm_hf.model.quantization import GLMQuantizationConfig
 
     model = tiny_model(initializer_range=0.05).eval()
     model.save_pretrained(tmp_path / "float")
@@ -185,7 +185,7 @@ def test_gpu_int8_kernel_computes_the_same_product_as_dequantizing():
 
 def test_chatglm_style_models_quantize_save_and_reload(tmp_path):
     from glm_hf import GLMForConditionalGeneration
-    from glm_hf.quantization import GLMQuantizationConfig
+    from glm_hf.model.quantization import GLMQuantizationConfig
 
     model = tiny_model(
         initializer_range=0.05, position_encoding="rotary_2d", layernorm_style="post_alpha", tie_word_embeddings=False
@@ -209,7 +209,7 @@ W8A8_ALL = dict(bits=8, activations="dynamic_int8", modules_to_not_convert=[])
 def _quantized_the_two_ways(folder, config):
     """The tied tiny GLM saved in `folder`, quantized after loading (`quantize`) and while loading."""
     from glm_hf import GLMForConditionalGeneration
-    from glm_hf.quantization import GLMQuantizationConfig, quantize
+    from glm_hf.model.quantization import GLMQuantizationConfig, quantize
 
     model = tiny_model(initializer_range=0.05).eval()
     model.save_pretrained(folder)
@@ -277,7 +277,7 @@ def test_modules_to_not_convert_keeps_the_same_layers_after_and_while_loading(tm
 def test_quantizing_a_quantized_model_is_refused():
     """Issue 18: quantize() on an int8 model kept the int8 layers and recorded an int4 config."""
     import glm_hf
-    from glm_hf.quantization import GLMQuantizationConfig
+    from glm_hf.model.quantization import GLMQuantizationConfig
 
     model = glm_hf.quantize(tiny_model(), GLMQuantizationConfig(bits=8))
     with pytest.raises(ValueError, match=r"already quantized \(int8 absmax, per row\).*original full-precision"):
@@ -291,7 +291,7 @@ def test_loading_a_quantized_folder_as_another_format_is_refused(tmp_path):
     `glm-hf quantize int8dir int4dir --bits 4` wrote int8 layers titled int4 and exited 0."""
     from glm_hf import GLMForConditionalGeneration
     from glm_hf.cli import main
-    from glm_hf.quantization import GLMQuantizationConfig
+    from glm_hf.model.quantization import GLMQuantizationConfig
 
     tiny_model(initializer_range=0.05).save_pretrained(tmp_path / "float")
     main(["quantize", str(tmp_path / "float"), str(tmp_path / "int8")])
@@ -328,7 +328,7 @@ def test_loading_a_quantized_folder_as_another_format_is_refused(tmp_path):
 def test_quantization_config_rejects_silently_wrong_values(options, message):
     """Each of these used to load with defaults or odd results (bit=4 quantized to int8; a string
     modules_to_not_convert kept every layer ending in one of its letters; 8.0 passed as 8)."""
-    from glm_hf.quantization import GLMQuantizationConfig
+    from glm_hf.model.quantization import GLMQuantizationConfig
 
     with pytest.raises(ValueError, match=message):
         GLMQuantizationConfig(**options)

@@ -153,7 +153,7 @@ with torch.no_grad():
 
 
 def test_quantized_folder_loads_without_glm_hf(tmp_path):
-    from glm_hf.quantization import GLMQuantizationConfig
+    from glm_hf.model.quantization import GLMQuantizationConfig
 
     model, _ = saved_model(tmp_path / "float")
     quantized = GLMForConditionalGeneration.from_pretrained(

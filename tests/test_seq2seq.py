@@ -10,7 +10,7 @@ from datasets import Dataset
 from transformers import EvalPrediction, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from glm_hf import GLMForConditionalGeneration, GLMTokenizer
-from glm_hf.seq2seq import DataCollatorForGLMSeq2Seq, Seq2SeqMetrics, token_f1
+from glm_hf.training.seq2seq import DataCollatorForGLMSeq2Seq, Seq2SeqMetrics, token_f1
 
 PAIRS = [
     ("France", "法国"),

@@ -10,8 +10,8 @@ from conftest import tiny_config
 from launch import torchrun
 
 from glm_hf import GLMForConditionalGeneration, GLMModel
-from glm_hf.demo import load_demo_tokenizer
-from glm_hf.transformers_compat import TP_STYLE_GLU_UP
+from glm_hf.demo.run import load_demo_tokenizer
+from glm_hf.model.transformers_compat import TP_STYLE_GLU_UP
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "distributed" / "tp_inference.py"
 CHATGLM_GEGLU = dict(

@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from glm_hf import GLMForConditionalGeneration
-from glm_hf.blank_infilling import batch_infilling, infilling_example
+from glm_hf.model.blank_infilling import batch_infilling, infilling_example
 
 
 def examples(n: int) -> list[dict]:

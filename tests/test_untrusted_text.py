@@ -11,7 +11,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassificati
 
 from glm_hf import GLMForConditionalGeneration, GLMForMultipleChoice, GLMTokenizer
 from glm_hf.chat_templates import ensure_chat_template
-from glm_hf.cloze import cloze_config
+from glm_hf.training.cloze import cloze_config
 
 TEXTS = ["I love this film. It was great.", "I hate this film. It was bad.", "The capital of France is Paris."] * 30
 PATTERN = "{text} It was [MASK]."

@@ -27,8 +27,8 @@ from torch.distributed.fsdp import fully_shard
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from glm_hf import GLMForConditionalGeneration, corpus
-from glm_hf.collator import DataCollatorForBlankInfilling
-from glm_hf.pretraining import packed_dataset
+from glm_hf.training.collator import DataCollatorForBlankInfilling
+from glm_hf.training.pretraining import packed_dataset
 
 
 def shard(model: GLMForConditionalGeneration) -> None:

@@ -43,10 +43,10 @@ from torch.distributed.pipelining.schedules import PipelineScheduleSingle
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from glm_hf import GLMConfig, GLMForConditionalGeneration, GLMModel
-from glm_hf.blank_infilling import build_attention_mask
-from glm_hf.collator import DataCollatorForBlankInfilling
-from glm_hf.demo import demo_training_texts, load_demo_tokenizer
-from glm_hf.pretraining import pack_documents
+from glm_hf.demo.run import demo_training_texts, load_demo_tokenizer
+from glm_hf.model.blank_infilling import build_attention_mask
+from glm_hf.training.collator import DataCollatorForBlankInfilling
+from glm_hf.training.pretraining import pack_documents
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
 

@@ -27,10 +27,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..chat_templates import chatglm_chat_template, glm_chat_template
-from ..configuration_glm import GLMConfig
 from ..folder_writes import FolderWriteError, check_destination, staged_folder
+from ..model.configuration_glm import GLMConfig
+from ..model.tokenization_glm import GLMTokenizer
 from ..model_card import DEFAULT_LIMITATIONS, CardInfo, write_model_card
-from ..tokenization_glm import GLMTokenizer
 from .vocab import chatglm_tokenizer, load_thudm_vocabulary
 
 CONFIG_FILE = "config.json"
@@ -250,7 +250,7 @@ def glm_qkv_per_head(tensor: torch.Tensor, heads: int) -> torch.Tensor:
 def expected_shapes(config: GLMConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter of `GLMForConditionalGeneration(config)` with its shape (tied output layer excluded)."""
     with torch.device("meta"):
-        from ..modeling_glm import GLMForConditionalGeneration
+        from ..model.modeling_glm import GLMForConditionalGeneration
 
         model = GLMForConditionalGeneration(config)
     shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}

@@ -35,8 +35,8 @@ import os
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE, Unigram, WordPiece
 
-from ..tokenization_glm import WHITESPACE_PIECES, GLMTokenizer
-from ..transformers_compat import sentencepiece_extractor
+from ..model.tokenization_glm import WHITESPACE_PIECES, GLMTokenizer
+from ..model.transformers_compat import sentencepiece_extractor
 
 BLANKS = ("[MASK]", "[sMASK]", "[gMASK]")
 

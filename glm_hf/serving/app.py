@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from jinja2 import TemplateError
 from starlette.exceptions import HTTPException
 
-from ..chat_glm import process_response
+from ..model.chat_glm import process_response
 from .engine import BatchingEngine, Call, Job, RequestError, Sampling
 from .protocol import ChatCompletionRequest, CompletionRequest, FillRequest, GeneratingFields
 

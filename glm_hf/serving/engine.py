@@ -27,7 +27,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from ..blank_infilling import generation_request
+from ..model.blank_infilling import generation_request
 
 # Characters whose rendering may still change when more text arrives (chat post-processing turns ASCII
 # punctuation beside CJK full-width, and strips trailing whitespace), held back until the next token.

@@ -63,7 +63,7 @@ class GLMConfig(PreTrainedConfig):
         verbalizer_ids: for sequence classification, the token ids of each label's verbalizer (label i is scored
             by generating `verbalizer_ids[i]` into the blank); cloze_prefix_ids / cloze_suffix_ids: the pattern
             around every text (unless `forward(..., plain_text=False)`), e.g. the ids of " It was [MASK]." as the
-            suffix. Set them with `glm_hf.cloze.cloze_config(tokenizer, pattern, label_words)`.
+            suffix. Set them with `glm_hf.training.cloze.cloze_config(tokenizer, pattern, label_words)`.
 
     Generation:
         blank_fill_order: which blank a span fills when the layout is derived from the tokens (`generate()`, and

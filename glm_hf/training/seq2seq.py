@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from transformers import EvalPrediction, PreTrainedTokenizerBase
 
-from .blank_infilling import batch_infilling, infilling_example
+from ..model.blank_infilling import batch_infilling, infilling_example
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The model trains with `DataCollatorForBlankInfilling` and the stock `Trainer` on `corpus.documents()`, from which
 the held-out facts of `corpus.split_facts()` are removed; it is then asked to fill those facts' blanks. The shipped
-tokenizer (`assets/demo_tokenizer`) is what `train_demo_tokenizer()` builds; `scripts/build_demo_tokenizer.py`
+tokenizer (`demo/tokenizer`) is what `train_demo_tokenizer()` builds; `scripts/build_demo_tokenizer.py`
 rebuilds it.
 """
 
@@ -14,16 +14,16 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
+from ..chat_templates import ensure_chat_template
+from ..folder_writes import check_destination, staged_folder
+from ..model.configuration_glm import GLMConfig
+from ..model.modeling_glm import GLMForConditionalGeneration
+from ..model.tokenization_glm import GLMTokenizer
+from ..model_card import CardInfo
+from ..training.pretraining import fill_blanks, pretrain, save_run_artifacts
 from . import corpus
-from .chat_templates import ensure_chat_template
-from .configuration_glm import GLMConfig
-from .folder_writes import check_destination, staged_folder
-from .model_card import CardInfo
-from .modeling_glm import GLMForConditionalGeneration
-from .pretraining import fill_blanks, pretrain, save_run_artifacts
-from .tokenization_glm import GLMTokenizer
 
-DEMO_TOKENIZER_DIR = Path(__file__).parent / "assets" / "demo_tokenizer"
+DEMO_TOKENIZER_DIR = Path(__file__).parent / "tokenizer"
 DEMO_VOCAB_SIZE = 2048
 DEMO_SEED = 0
 GENERATION_PROMPTS = ("The capital of Italy is Rome. [gMASK]", "法国的首都是巴黎。[gMASK]")
@@ -184,7 +184,7 @@ def _card(settings: DemoSettings, result: DemoResult) -> CardInfo:
     return CardInfo(
         title="glm-hf demo: a tiny GLM pretrained on the embedded bilingual corpus",
         training=(
-            f"Pretrained from scratch by `glm-hf demo` on glm-hf's embedded corpus (`glm_hf.corpus`: facts and "
+            f"Pretrained from scratch by `glm-hf demo` on glm-hf's embedded corpus (`glm_hf.demo.corpus`: facts and "
             f"English/Chinese translation pairs) with `DataCollatorForBlankInfilling` (objective mix "
             f"token/sentence/document = {settings.objective_probs}, mask ratio {settings.mask_ratio}) and the "
             f"stock `Trainer`: {settings.max_steps} steps of {settings.batch_size} packed rows of "

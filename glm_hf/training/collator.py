@@ -10,7 +10,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.data.data_collator import DataCollatorMixin
 
-from .blank_infilling import batch_infilling, infilling_arrays
+from ..model.blank_infilling import batch_infilling, infilling_arrays
 
 OBJECTIVES = ("token", "sentence", "document")
 SENTENCE_ENDS = (".", "!", "?", "。", "！", "？", "…")

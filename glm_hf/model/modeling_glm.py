@@ -1080,7 +1080,7 @@ class GLMForSequenceClassification(GLMWithVocabularyHead):
         if not config.verbalizer_ids:
             raise ValueError(
                 "GLMForSequenceClassification needs config.verbalizer_ids (one token id list per label); build them "
-                "with glm_hf.cloze.cloze_config(tokenizer, pattern, label_words)."
+                "with glm_hf.training.cloze.cloze_config(tokenizer, pattern, label_words)."
             )
         if len(config.id2label) != len(config.verbalizer_ids):
             raise ValueError(
@@ -1139,7 +1139,7 @@ class GLMForSequenceClassification(GLMWithVocabularyHead):
         if plain_text and not (prefix or suffix):
             raise ValueError(
                 "plain_text=True puts each text into the cloze pattern, but the config has none (cloze_prefix_ids / "
-                "cloze_suffix_ids): build it with glm_hf.cloze.cloze_config(tokenizer, pattern, label_words)."
+                "cloze_suffix_ids): build it with glm_hf.training.cloze.cloze_config(tokenizer, pattern, label_words)."
             )
         keep = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         layouts = []

@@ -9,10 +9,10 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
+from ..model.configuration_glm import GLMConfig
+from ..model.modeling_glm import GLMForConditionalGeneration
+from ..model_card import LOG_HISTORY_FILE, CardInfo, write_model_card
 from .collator import DataCollatorForBlankInfilling
-from .configuration_glm import GLMConfig
-from .model_card import LOG_HISTORY_FILE, CardInfo, write_model_card
-from .modeling_glm import GLMForConditionalGeneration
 
 LOSS_CURVE_FILE = "loss_curve.png"
 
