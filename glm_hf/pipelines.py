@@ -17,8 +17,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .model.blank_infilling import batch_multiple_choice, multiple_choice_layout
-from .model.modeling_glm import choice_scores
+from .model.blank_infilling import batch_multiple_choice, choice_scores, multiple_choice_layout
 from .training.cloze import split_pattern
 
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -250,7 +249,9 @@ class ClozeClassificationPipeline(_GLMPipeline):
         labels, index = model_inputs["choice_labels"], model_inputs["choice_index"]
         count = len(model_inputs["candidate_labels"])
         return {
-            "scores": choice_scores(self.model.lm_head, hidden, labels, index, count, self.model.config)[0],
+            "scores": choice_scores(
+                self.model.lm_head, hidden, labels, index, count, self.model.config.choice_scoring
+            )[0],
             "sequence": model_inputs["sequence"],
             "candidate_labels": model_inputs["candidate_labels"],
         }

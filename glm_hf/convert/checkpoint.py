@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from ..chat_templates import chatglm_chat_template, glm_chat_template
 from ..folder_writes import FolderWriteError, check_destination, staged_folder
 from ..model.configuration_glm import GLMConfig
+from ..model.hub_glm import thudm_kind
 from ..model.tokenization_glm import GLMTokenizer
 from ..model_card import DEFAULT_LIMITATIONS, CardInfo, write_model_card
 from .vocab import chatglm_tokenizer, load_thudm_vocabulary
@@ -52,10 +53,9 @@ def source_format(folder: str | os.PathLike) -> str:
     model_type = config.get("model_type")
     if model_type == GLMConfig.model_type:
         return "glm_hf"
-    if model_type == "chatglm":
-        return "chatglm"
-    if model_type == "glm" and "block_position_encoding" in config:
-        return "thudm_glm"
+    kind = thudm_kind(config)
+    if kind is not None:
+        return kind
     raise CheckpointError(
         f"{Path(folder) / CONFIG_FILE}: model_type={model_type!r} is not a THUDM GLM ('glm' with "
         "block_position_encoding), ChatGLM-6B ('chatglm') or glm-hf ('glm_hf') checkpoint."

@@ -5,14 +5,17 @@ Part B (the spans, each `<|startofpiece|> span`). Part A attends bidirectionally
 of A and causally within B. Every token has a 2D position (position, block position): Part A token i gets (i, 0);
 the k-th token of a span gets (position of its blank in A, k).
 
-The model, `generate()`, the tokenizer builders and the collator call these functions; nothing
-else derives positions or masks.
+Sections: positions and masks from tokens; reading and checking what callers pass the model (`model_layout`);
+the causal head's left-to-right layout; generation (prompts, continuation, left padding); training examples;
+multiple choice and cloze scoring. The heads, `generate()`, the tokenizer builders, the collator and the serving
+engine call these pure functions; no other module derives positions or masks.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def part_a_length(input_ids: torch.Tensor, sop_token_id: int) -> torch.Tensor:
@@ -180,6 +183,210 @@ def build_attention_mask(
     return allowed
 
 
+def check_not_empty(inputs: torch.Tensor) -> None:
+    """Refuses inputs that are not a batch of rows (`[batch, seq]` ids or `[batch, seq, hidden]` embeddings) or
+    that hold no token, which would otherwise fail deep inside attention."""
+    if inputs.dim() < 2 or inputs.shape[0] == 0 or inputs.shape[1] == 0:
+        raise ValueError(
+            f"The inputs must be a non-empty batch [batch, seq] of token ids (or [batch, seq, hidden] embeddings); "
+            f"got shape {list(inputs.shape)}."
+        )
+
+
+def one_input(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+    """The one input a forward was given, token ids or embeddings, checked to be a non-empty batch."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+    inputs = input_ids if input_ids is not None else inputs_embeds
+    check_not_empty(inputs)
+    return inputs
+
+
+def padding_fits(
+    padding: torch.Tensor, batch: int, seq_len: int, past_length: int | torch.Tensor, key_length: int
+) -> bool:
+    """Whether a 2D padding mask covers the cached and new tokens, or (static caches, whose length is a device
+    tensor not read here) up to all `key_length` slots."""
+    if padding.shape[0] != batch:
+        return False
+    if isinstance(past_length, torch.Tensor):
+        return seq_len <= padding.shape[-1] <= key_length
+    return padding.shape[-1] in (past_length + seq_len, key_length)
+
+
+def check_positions_increase(position_ids: torch.Tensor | None) -> None:
+    """Refuses 1D positions that restart inside a row (packed sequences would attend to each other)."""
+    if position_ids is not None and position_ids.dim() == 2 and position_ids.shape[-1] > 1:
+        if bool((position_ids[:, 1:] < position_ids[:, :-1]).any()):
+            raise ValueError(
+                "1D position_ids restart inside a row: packed sequences (e.g. DataCollatorWithFlattening) would "
+                "attend to each other, which GLM does not support; pad the sequences into separate rows."
+            )
+
+
+def check_model_inputs(
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    shape: tuple[int, int],
+    vocab_size: int,
+) -> None:
+    """The checks that read values on the host (token ids in the vocabulary, mask values, Part A lengths, positions
+    that never restart); the model runs them where inputs enter, not at every decode step. `shape`: [batch, seq]."""
+    batch, seq_len = shape
+    if input_ids is not None and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < vocab_size:
+        raise ValueError(
+            f"input_ids must lie in [0, vocab_size={vocab_size}); got ids from "
+            f"{int(input_ids.min())} to {int(input_ids.max())}. Was the tokenizer made for this model?"
+        )
+    if attention_mask is not None:
+        if attention_mask.dim() <= 1:
+            if attention_mask.numel() not in (1, batch) or attention_mask.is_floating_point():
+                raise ValueError(
+                    f"A 1D attention_mask holds one integer Part A length per row ([batch] = [{batch}]), got "
+                    f"shape {list(attention_mask.shape)} of {attention_mask.dtype}."
+                )
+            check_part_a_lengths(attention_mask, seq_len)
+        elif attention_mask.dim() == 4:
+            check_attention_mask_4d(attention_mask)
+        else:
+            check_padding_mask(attention_mask)
+    check_positions_increase(position_ids)
+
+
+def check_position_range(position_ids: torch.Tensor, max_position_embeddings: int) -> None:
+    """Refuses negative positions and positions past the position table."""
+    smallest, largest = (int(value) for value in torch.aminmax(position_ids))
+    if smallest < 0:
+        raise ValueError(f"position_ids must be non-negative; got {smallest}.")
+    if largest >= max_position_embeddings:
+        raise ValueError(
+            f"The input needs position {largest} but the model has max_position_embeddings="
+            f"{max_position_embeddings}: shorten the text before the blank, or generate fewer "
+            f"tokens (max_new_tokens) for this span."
+        )
+
+
+def read_attention_mask(
+    attention_mask: torch.Tensor | None,
+    shape: tuple[int, int],
+    past_length: int | torch.Tensor,
+    key_length: int,
+) -> torch.Tensor | None:
+    """The attention mask in the form the model computes with: Part A lengths as they are, 2D padding and 4D masks
+    as booleans (see `read_padding_mask` / `read_attention_mask_4d` for the additive forms). A 2D mask covers the
+    cached and new tokens, or a static cache's every slot."""
+    if attention_mask is None or attention_mask.dim() <= 1:
+        return attention_mask
+    if attention_mask.dim() == 4:
+        return read_attention_mask_4d(attention_mask)
+    batch, seq_len = shape
+    if not padding_fits(attention_mask, batch, seq_len, past_length, key_length):
+        raise ValueError(
+            "A 2D attention_mask (padding) must have shape [batch, past + seq] = "
+            f"{[batch, past_length + seq_len]}, got {list(attention_mask.shape)}."
+        )
+    return read_padding_mask(attention_mask)
+
+
+def model_position_ids(
+    config,
+    input_ids: torch.Tensor | None,
+    padding: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    shape: tuple[int, int],
+    past_length: int | torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
+    """`[batch, 2, seq]` positions: as given (a 2D tensor means block position 0), or derived from the tokens
+    (`build_position_ids`; embeddings without token ids are all Part A). A cache continuation needs them given."""
+    batch, seq_len = shape
+    if position_ids is None:
+        if isinstance(past_length, torch.Tensor) or past_length > 0:
+            raise ValueError(
+                "position_ids are required when continuing from a KV cache: the new tokens' positions "
+                "depend on the blank they fill. Use blank_infilling.next_position_ids or model.generate()."
+            )
+        if input_ids is None:
+            position_ids = part_a_position_ids(padding, batch, seq_len, device)
+        else:
+            position_ids = build_position_ids(
+                input_ids, config.blank_token_ids, config.sop_token_id, padding, config.first_filled_token_id
+            )
+    elif position_ids.dim() == 2:
+        position_ids = torch.stack([position_ids, torch.zeros_like(position_ids)], dim=1)
+    if position_ids.shape != (batch, 2, seq_len):
+        raise ValueError(
+            f"position_ids must have shape [batch, 2, seq] = {[batch, 2, seq_len]} (position, block position), "
+            f"got {list(position_ids.shape)}."
+        )
+    return position_ids
+
+
+def model_attention_mask(
+    config,
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor,
+    key_length: int,
+    past_length: int | torch.Tensor,
+    prefix_length: int = 0,
+) -> torch.Tensor | None:
+    """The boolean "may attend" mask `[batch, 1, seq, prefix + keys]` (None: every query sees every key). A 4D
+    mask is taken as it is; Part A lengths and padding masks go through `build_attention_mask`, with Part A read
+    off the tokens (or, for embeddings, the positions). Continuing from a cache, the cached tokens hold Part A."""
+    batch, _, seq_len = position_ids.shape
+    if attention_mask is not None and attention_mask.dim() == 4:
+        key_length += prefix_length
+        if attention_mask.shape[0] != batch or attention_mask.shape[-2:] != (seq_len, key_length):
+            raise ValueError(
+                f"A 4D attention_mask must have shape [batch, 1, seq, keys] (keys: prefix + cached tokens + seq)"
+                f" = {[batch, 1, seq_len, key_length]}, got {list(attention_mask.shape)}."
+            )
+        return attention_mask
+    if prefix_length:
+        raise ValueError("prefix_key_values need a 4D attention_mask that covers the prefix keys.")
+    if attention_mask is not None and attention_mask.dim() <= 1:
+        sep = attention_mask.to(position_ids.device, torch.long).reshape(-1).expand(batch)
+        return build_attention_mask(sep, seq_len, key_length, None, past_length)
+    if isinstance(past_length, int) and past_length > 0 and seq_len == 1 and attention_mask is None:
+        return None  # one new token that sees every cached one
+    if input_ids is None:
+        sep = part_a_length_from_positions(position_ids)
+    else:
+        sep = part_a_length(input_ids, config.sop_token_id)
+    sep = sep * (past_length == 0)  # decided on the device
+    return build_attention_mask(sep, seq_len, key_length, attention_mask, past_length)
+
+
+def model_layout(
+    config,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    past_length: int | torch.Tensor,
+    key_length: int,
+    prefix_length: int = 0,
+    check_range: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What `GLMModel` computes with, from what its caller passed: `[batch, 2, seq]` positions and the boolean
+    attention mask (see `model_position_ids` and `model_attention_mask`). `config` is a `GLMConfig`;
+    `check_range` reads the positions on the host to refuse ones past the position table."""
+    shape = tuple(inputs_embeds.shape[:2])
+    attention_mask = read_attention_mask(attention_mask, shape, past_length, key_length)
+    padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+    position_ids = model_position_ids(
+        config, input_ids, padding, position_ids, shape, past_length, inputs_embeds.device
+    )
+    if check_range:
+        check_position_range(position_ids, config.max_position_embeddings)
+    mask = model_attention_mask(
+        config, input_ids, attention_mask, position_ids, key_length, past_length, prefix_length
+    )
+    return position_ids, mask
+
+
 # GLM's left-to-right layout for plain text: the text is one causal Part B span after `[gMASK] <|startofpiece|>`
 # (the blank at position 0). These two tokens come before every text the causal head reads; the k-th text token
 # gets the 2D position (0, k + 2).
@@ -210,6 +417,72 @@ def text_positions(
         return indices[None]
     positions = (padding_mask.long().cumsum(-1) - 1).clamp(min=0)
     return positions.index_select(-1, indices)
+
+
+def causal_padding_mask(
+    attention_mask: torch.Tensor | None, shape: tuple[int, int], past_length: int | torch.Tensor, key_length: int
+) -> torch.Tensor | None:
+    """The causal head's padding mask as booleans; it covers the cached and new tokens, or every slot of a static
+    cache. Refuses other mask forms: GLM layouts belong to the seq2seq head."""
+    if attention_mask is None:
+        return None
+    batch, seq_len = shape
+    if attention_mask.dim() != 2 or not padding_fits(attention_mask, batch, seq_len, past_length, key_length):
+        raise ValueError(
+            f"GLMForCausalLM takes a 2D padding mask [batch, past + seq] = {[batch, past_length + seq_len]}, got "
+            f"{list(attention_mask.shape)}; GLM layouts with blanks and Part B spans belong to "
+            "GLMForConditionalGeneration."
+        )
+    return read_padding_mask(attention_mask)
+
+
+def causal_text_positions(
+    position_ids: torch.Tensor | None,
+    padding: torch.Tensor | None,
+    past_length: int | torch.Tensor,
+    seq_len: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """The causal head's 1D text positions `[batch, seq]`: as given, or counted from the padding mask."""
+    if position_ids is None:
+        return text_positions(padding, past_length, seq_len, device)
+    if position_ids.dim() != 2 or position_ids.shape[-1] != seq_len:
+        raise ValueError(
+            f"GLMForCausalLM takes 1D text positions per row ([batch, seq], seq = {seq_len}), got shape "
+            f"{list(position_ids.shape)}."
+        )
+    return position_ids
+
+
+def left_to_right_text_mask(
+    batch: int,
+    text_positions: torch.Tensor,
+    key_length: int,
+    padding: torch.Tensor | None,
+    past_length: int | torch.Tensor,
+) -> torch.Tensor:
+    """The mask of text (at `text_positions` `[batch or 1, seq]`) read after the prefix's stored keys and values:
+    every query sees the prefix, then the text causally (no Part A)."""
+    seq_len = text_positions.shape[-1]
+    no_part_a = torch.zeros(batch, dtype=torch.long, device=text_positions.device)
+    return build_attention_mask(
+        no_part_a, seq_len, key_length, padding, past_length, visible_prefix=LEFT_TO_RIGHT_PREFIX_LENGTH
+    )
+
+
+def left_to_right_sequence(
+    text_positions: torch.Tensor, padding: torch.Tensor | None, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions `[batch, 2, 2 + seq]` and mask of the prefix and the text in one sequence (no cache): `[gMASK]`
+    is Part A, `<|startofpiece|>` and the text one causal span."""
+    device = text_positions.device
+    prefix = left_to_right_prefix(0, 0)[1].to(device).expand(batch, -1, -1)
+    positions = torch.cat([prefix, left_to_right_position_ids(text_positions).expand(batch, -1, -1)], -1)
+    if padding is not None:
+        padding = torch.cat([torch.ones_like(padding[:, :LEFT_TO_RIGHT_PREFIX_LENGTH]), padding], dim=1)
+    length = positions.shape[-1]
+    gmask_is_part_a = torch.ones(batch, dtype=torch.long, device=device)
+    return positions, build_attention_mask(gmask_is_part_a, length, length, padding)
 
 
 def next_position_ids(position_ids: torch.Tensor, num_new_tokens: int = 1) -> torch.Tensor:
@@ -297,6 +570,65 @@ def generation_layout(
         )
     position_ids = build_position_ids(input_ids, blank_token_ids, sop_token_id, padding_mask, first_filled_token_id)
     return GenerationLayout(input_ids=input_ids, attention_mask=padding_mask, position_ids=position_ids)
+
+
+def left_pad(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists as a left-padded batch (what `generate()` takes) and its padding mask."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    padding = torch.zeros(len(rows), width, dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        padding[index, width - len(row) :] = 1
+    return input_ids, padding
+
+
+def left_padded_part_a(
+    input_ids: torch.Tensor, part_a_lengths: torch.Tensor, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Part A of each row of a right-padded training batch, left-padded for generation, with its padding mask."""
+    rows = [row[:length] for row, length in zip(input_ids.tolist(), part_a_lengths.tolist(), strict=True)]
+    prompts, padding = left_pad(rows, pad_token_id)
+    return prompts.to(input_ids.device, input_ids.dtype), padding.to(input_ids.device)
+
+
+def continue_plain_prompts(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Appends `[gMASK]` to each prompt that has no blank and no started span, so plain text is continued left to
+    right; the other rows of the batch get one more left padding instead, keeping the batch left-padded."""
+    special = torch.tensor([*config.blank_token_ids, config.sop_token_id], device=input_ids.device)
+    plain = ~torch.isin(input_ids, special).any(-1, keepdim=True)
+    if config.gmask_token_id is None or not plain.any():
+        return input_ids, attention_mask
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    column = torch.ones_like(input_ids[:, :1])
+    appended = torch.cat([input_ids, column * config.gmask_token_id], -1), torch.cat([mask, column], -1)
+    shifted = torch.cat([column * config.pad_token_id, input_ids], -1), torch.cat([column * 0, mask], -1)
+    return torch.where(plain, appended[0], shifted[0]), torch.where(plain, appended[1], shifted[1])
+
+
+def embedded_prompt_layout(padding_mask: torch.Tensor | None, batch: int, seq_len: int, device) -> tuple:
+    """Mask and positions of an embedded prompt continued left to right: the embeddings as Part A, then
+    `[gMASK] <|startofpiece|>` (two more columns)."""
+    if padding_mask is None:
+        padding_mask = torch.ones(batch, seq_len, dtype=torch.long, device=device)
+    padding_mask = torch.cat([padding_mask, torch.ones_like(padding_mask[:, :2])], dim=1)
+    return padding_mask, span_after_part_a_position_ids(padding_mask)
+
+
+def check_room_to_generate(last_position: int, new_tokens: int, max_position_embeddings: int) -> None:
+    """Refuses, before any token is generated, a call whose new tokens would need positions past the position
+    table: each new token but the last is fed back one (block) position further than the prompt's
+    `last_position`."""
+    largest = last_position + max(new_tokens - 1, 0)
+    if largest >= max_position_embeddings:
+        room = max_position_embeddings - last_position
+        raise ValueError(
+            f"Generating {new_tokens} tokens would need position {largest}, but the model has "
+            f"max_position_embeddings={max_position_embeddings}: ask for at most {max(room, 0)} new "
+            "tokens (max_new_tokens) or shorten the prompt."
+        )
 
 
 def infilling_arrays(
@@ -439,3 +771,70 @@ def batch_multiple_choice(layouts: list[dict], pad_token_id: int) -> dict[str, t
         batch["choice_labels"][row, :n] = torch.tensor(layout["choice_labels"])
         batch["choice_index"][row, :n] = torch.tensor(layout["choice_index"])
     return batch
+
+
+def cloze_layouts(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config, plain_text: bool | None = None
+) -> dict[str, torch.Tensor]:
+    """The multiple-choice layout of each text with every verbalizer of `config` as a choice: the text put into the
+    cloze pattern (`config.cloze_prefix_ids` / `cloze_suffix_ids`) unless `plain_text=False` (the text holds its
+    own blank). Padding (`attention_mask`, either side) is dropped first."""
+    prefix, suffix = config.cloze_prefix_ids or [], config.cloze_suffix_ids or []
+    plain_text = bool(prefix or suffix) if plain_text is None else plain_text
+    if plain_text and not (prefix or suffix):
+        raise ValueError(
+            "plain_text=True puts each text into the cloze pattern, but the config has none (cloze_prefix_ids / "
+            "cloze_suffix_ids): build it with glm_hf.training.cloze.cloze_config(tokenizer, pattern, label_words)."
+        )
+    keep = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    layouts = []
+    for row, (ids, real) in enumerate(zip(input_ids.tolist(), keep.tolist(), strict=True)):
+        text = [token for token, is_real in zip(ids, real, strict=True) if is_real]
+        if plain_text:
+            text = [*prefix, *_text_for_pattern(text, row, config), *suffix]
+        layouts.append(
+            multiple_choice_layout(text, config.verbalizer_ids, config.blank_token_ids, config.sop_token_id)
+        )
+    batch = batch_multiple_choice(layouts, config.pad_token_id)
+    return {name: tensor.to(input_ids.device) for name, tensor in batch.items()}
+
+
+def _text_for_pattern(text: list[int], row: int, config) -> list[int]:
+    """The text to put into the pattern, without the generation request ChatGLM's tokenizer appends to every text
+    (`[gMASK] <sop>`); refuses other GLM layout tokens in it: the pattern's blank is the one scored."""
+    request = [config.gmask_token_id, config.sop_token_id]
+    text = text[: -len(request)] if text[-len(request) :] == request else text
+    layout_tokens = {*config.blank_token_ids, config.sop_token_id} & set(text)
+    if layout_tokens:
+        raise ValueError(
+            f"Text {row} holds the token ids {sorted(layout_tokens)} (a blank or <|startofpiece|>), but it is put "
+            "into the cloze pattern, which brings the blank: tokenize untrusted text with "
+            "split_special_tokens=True (a [MASK] typed into it stays text), or pass plain_text=False if the "
+            "text's own blank is meant."
+        )
+    return text
+
+
+def choice_scores(
+    lm_head: nn.Module,
+    hidden_states: torch.Tensor,
+    choice_labels: torch.Tensor,
+    choice_index: torch.Tensor,
+    num_choices: int | None,
+    scoring: str = "mean",
+) -> torch.Tensor:
+    """`[batch, choices]` scores: per choice, the mean (`scoring="mean"`) or sum of its tokens' log-probabilities;
+    -inf for choices an example does not have. Only the labelled positions go through the vocabulary projection."""
+    picked = choice_index >= 0
+    if choice_labels.shape != choice_index.shape or (choice_labels[picked] < 0).any():
+        raise ValueError("choice_labels and choice_index must have the same shape and label every choice position.")
+    batch_size = choice_index.shape[0]
+    width = num_choices if num_choices is not None else int(choice_index.max()) + 1
+    log_probs = lm_head(hidden_states[picked]).float().log_softmax(-1)
+    token_scores = log_probs.gather(-1, choice_labels[picked][:, None])[:, 0]
+    rows = torch.arange(batch_size, device=choice_index.device)[:, None].expand_as(choice_index)[picked]
+    slot = rows * width + choice_index[picked]
+    sums = token_scores.new_zeros(batch_size * width).index_add(0, slot, token_scores)
+    counts = token_scores.new_zeros(batch_size * width).index_add(0, slot, torch.ones_like(token_scores))
+    scores = sums / counts.clamp(min=1) if scoring == "mean" else sums
+    return scores.masked_fill(counts == 0, float("-inf")).view(batch_size, width)

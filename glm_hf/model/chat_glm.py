@@ -66,8 +66,8 @@ class _TokenQueue(BaseStreamer):
         self.tokens.put(None)
 
 
-class _Cancelled(StoppingCriteria):
-    """Stops generation once the consumer of a stream goes away."""
+class StopWhenSet(StoppingCriteria):
+    """Stops every row once `event` is set (the consumer of a stream went away, a server shuts down)."""
 
     def __init__(self, event: threading.Event):
         self.event = event
@@ -123,7 +123,7 @@ class GLMChatMixin:
         inputs = self._chat_inputs(tokenizer, query, history, plain_text)
         options = self._chat_generation_options(max_length, do_sample, top_p, temperature, logits_processor, kwargs)
         streamer, cancelled = _TokenQueue(), threading.Event()
-        stopping = StoppingCriteriaList([*options.pop("stopping_criteria", []), _Cancelled(cancelled)])
+        stopping = StoppingCriteriaList([*options.pop("stopping_criteria", []), StopWhenSet(cancelled)])
         failure: list[BaseException] = []
 
         def generate() -> None:
@@ -187,4 +187,4 @@ def _with_turn(history, query: str, response: str) -> History:
     return [*(tuple(turn) for turn in history or []), (query, response)]
 
 
-__all__ = ["GLMChatMixin", "History", "history_messages", "process_response"]
+__all__ = ["GLMChatMixin", "History", "StopWhenSet", "history_messages", "process_response"]

@@ -1,18 +1,25 @@
-"""Hub plumbing of GLM models: saving with the code and a model card, `push_to_hub`, and loading THUDM folders.
+"""Hub plumbing of GLM models: saving with the code and a model card, `push_to_hub`, and loading.
 
 Kept apart from `modeling_glm.py` (the network and its heads); saved folders carry this file too, since the model
-classes inherit `GLMHubMixin`.
+classes inherit `GLMHubMixin`. What only the installed glm_hf package can do (write the filled model card, convert
+a THUDM folder) is handed in by `import glm_hf` through `GLMHubMixin.package_services`; a saved folder's copy of
+this code, run with `trust_remote_code=True` without glm_hf, has none and says so where it matters.
 """
 
-import importlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError, safe_open
+
+from .quantization import refuse_ignored_quantization
 
 
 def _read_text(path: str) -> str:
@@ -20,9 +27,19 @@ def _read_text(path: str) -> str:
         return handle.read()
 
 
+def thudm_kind(config: dict) -> str | None:
+    """`"thudm_glm"` (THUDM's GLM: `model_type="glm"` with block positions) or `"chatglm"` (ChatGLM-6B) for a
+    THUDM checkpoint's `config.json` contents; None for anything else."""
+    model_type = config.get("model_type")
+    if model_type == "chatglm":
+        return "chatglm"
+    if model_type == "glm" and "block_position_encoding" in config:
+        return "thudm_glm"
+    return None
+
+
 def _thudm_folder(path) -> bool:
-    """Whether `path` is a local folder holding a THUDM GLM (`model_type="glm"` with block positions) or ChatGLM-6B
-    checkpoint rather than a glm-hf one."""
+    """Whether `path` is a local folder holding a THUDM GLM or ChatGLM-6B checkpoint rather than a glm-hf one."""
     config_file = os.path.join(str(path), "config.json")
     if not os.path.isfile(config_file):
         return False
@@ -31,8 +48,7 @@ def _thudm_folder(path) -> bool:
             config = json.load(handle)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _loading_error(str(path), error) from error
-    model_type = config.get("model_type")
-    return model_type == "chatglm" or (model_type == "glm" and "block_position_encoding" in config)
+    return thudm_kind(config) is not None
 
 
 def _looks_like_a_path(name: str) -> bool:
@@ -68,26 +84,41 @@ def _loading_error(path: str, error: Exception) -> OSError:
     )
 
 
+@dataclass
+class PackageServices:
+    """What the installed glm_hf package adds to saving and loading (set by `import glm_hf`).
+
+    `write_model_card(folder, parameters)` writes a filled model card; `convert_thudm(source, destination)`
+    converts a THUDM GLM / ChatGLM-6B folder into a glm-hf one and returns its path."""
+
+    write_model_card: Callable[[str, int], None] | None = None
+    convert_thudm: Callable[[str, str], str] | None = None
+
+
 class GLMHubMixin:
     """`save_pretrained`, `push_to_hub` and `from_pretrained` for GLM's `PreTrainedModel`s (put before
     `PreTrainedModel` in the bases). `remote_code_auto_map` names the class each Auto class loads from a saved
     folder with `trust_remote_code=True`."""
 
     remote_code_auto_map: ClassVar[dict[str, str]] = {}
+    package_services: ClassVar[PackageServices] = PackageServices()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves weights and config plus this code (`modeling_glm.py` and its sibling files) with an `auto_map` for
-        every GLM head, so `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without glm_hf; with
-        glm_hf installed, also a filled model card `README.md` unless the folder already has one."""
+        """Saves weights and config plus the model code (every module beside this file: `glm_hf/model/`, or a
+        saved folder's copy of it) with an `auto_map` for every GLM head, so
+        `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without glm_hf; with glm_hf installed,
+        also a filled model card `README.md` unless the folder already has one."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.remote_code_auto_map}
         result = super().save_pretrained(save_directory, *args, **kwargs)
+        if not kwargs.get("is_main_process", True):
+            return result
+        for module in sorted(Path(__file__).parent.glob("*.py")):
+            if module.name != "__init__.py":
+                shutil.copyfile(module, Path(save_directory) / module.name)
         readme = os.path.join(str(save_directory), "README.md")
-        if not os.path.exists(readme):
-            try:  # the card template ships with the glm_hf package, not with the files saved next to a model
-                model_card = importlib.import_module("glm_hf.model_card")
-            except ImportError:
-                return result
-            model_card.write_model_card(save_directory, parameters=self.num_parameters(), save_info=False)
+        write_model_card = self.package_services.write_model_card
+        if write_model_card is not None and not os.path.exists(readme):
+            write_model_card(str(save_directory), self.num_parameters())
         return result
 
     def push_to_hub(
@@ -131,19 +162,17 @@ class GLMHubMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Loads a glm-hf checkpoint; a local THUDM GLM or ChatGLM-6B folder is converted on the fly into a
-        temporary folder first (for large checkpoints, convert once with `glm-hf convert` instead)."""
+        temporary folder first (for large checkpoints, convert once with `glm-hf convert` instead). Refuses a
+        `quantization_config` that transformers would ignore for an already-quantized folder."""
         if _thudm_folder(pretrained_model_name_or_path):
-            try:  # the converter is part of the glm_hf package, not of the files saved next to a checkpoint
-                convert_checkpoint = importlib.import_module("glm_hf.convert.checkpoint").convert_checkpoint
-            except ImportError as error:
+            convert_thudm = cls.package_services.convert_thudm
+            if convert_thudm is None:  # this code runs from a saved folder, without the glm_hf package
                 raise ImportError(
                     f"{pretrained_model_name_or_path} is a THUDM checkpoint; loading it needs the glm-hf package "
-                    "(pip install glm-hf) or a folder converted with `glm-hf convert`."
-                ) from error
-            with tempfile.TemporaryDirectory() as scratch:
-                converted = convert_checkpoint(
-                    pretrained_model_name_or_path, os.path.join(scratch, "converted"), require_tokenizer=False
+                    "(pip install glm-hf, then `import glm_hf` first) or a folder converted with `glm-hf convert`."
                 )
+            with tempfile.TemporaryDirectory() as scratch:
+                converted = convert_thudm(str(pretrained_model_name_or_path), os.path.join(scratch, "converted"))
                 return cls.from_pretrained(converted, *args, **kwargs)
         path = str(pretrained_model_name_or_path)
         if _looks_like_a_path(path) and not os.path.exists(os.path.expanduser(path)):
@@ -151,9 +180,12 @@ class GLMHubMixin:
                 f"{path} does not exist; give the folder of a saved model or a Hub repo id (namespace/name)."
             )
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except (SafetensorError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise _loading_error(path, error) from error
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        refuse_ignored_quantization(model, kwargs.get("quantization_config"))
+        return loaded
 
 
-__all__ = ["GLMHubMixin"]
+__all__ = ["GLMHubMixin", "PackageServices", "thudm_kind"]

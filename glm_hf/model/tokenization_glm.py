@@ -16,6 +16,7 @@ from .blank_infilling import (
     build_position_ids,
     generation_layout,
     infilling_example,
+    left_pad,
     multiple_choice_layout,
 )
 
@@ -350,12 +351,7 @@ class GLMTokenizer(TokenizersBackend):
         return rows
 
     def _generation_batch(self, prompts: list[list[int]]) -> BatchEncoding:
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id)
-        padding = torch.zeros(len(prompts), width, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            padding[row, width - len(prompt) :] = 1
+        input_ids, padding = left_pad(prompts, self.pad_token_id)
         layout = generation_layout(input_ids, self.mask_token_ids, self.sop_token_id, padding)
         return BatchEncoding(
             {

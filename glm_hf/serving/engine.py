@@ -27,7 +27,8 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from ..model.blank_infilling import generation_request
+from ..model.blank_infilling import generation_request, left_pad
+from ..model.chat_glm import StopWhenSet
 
 # Characters whose rendering may still change when more text arrives (chat post-processing turns ASCII
 # punctuation beside CJK full-width, and strips trailing whitespace), held back until the next token.
@@ -322,7 +323,8 @@ class BatchingEngine:
         jobs = [job for job in jobs if not job.finished]
         if not jobs:
             return
-        input_ids, attention_mask = self._left_padded([job.prompt_ids for job in jobs])
+        input_ids, attention_mask = left_pad([job.prompt_ids for job in jobs], self.config.pad_token_id)
+        input_ids, attention_mask = input_ids.to(self.model.device), attention_mask.to(self.model.device)
         tracker = RowTracker(jobs, self.tokenizer, self.stop_ids, self)
         generation = GenerationConfig(
             max_new_tokens=max(job.sampling.max_new_tokens for job in jobs),
@@ -337,7 +339,7 @@ class BatchingEngine:
                     attention_mask=attention_mask,
                     generation_config=generation,
                     logits_processor=LogitsProcessorList([RowSampler(jobs, input_ids.device)]),
-                    stopping_criteria=StoppingCriteriaList([tracker, _Stopping(self._stopping)]),
+                    stopping_criteria=StoppingCriteriaList([tracker, StopWhenSet(self._stopping)]),
                 )
         except Exception as error:  # noqa: BLE001  (reported to the clients; the server keeps serving)
             for job in jobs:
@@ -347,25 +349,6 @@ class BatchingEngine:
                 job.fail(RequestError(503, "The server is shutting down."))
             job.finish("length")
         self.running = 0
-
-    def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(prompt) for prompt in prompts)
-        ids = torch.full((len(prompts), width), self.config.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            mask[row, width - len(prompt) :] = 1
-        return ids.to(self.model.device), mask.to(self.model.device)
-
-
-class _Stopping(StoppingCriteria):
-    """Stops every row when the server shuts down."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 __all__ = ["BatchingEngine", "Call", "Job", "RequestError", "Sampling", "top_p_filter"]
