@@ -21,16 +21,16 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from transformers import DataCollatorForLanguageModeling  # noqa: E402
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import DataCollatorForLanguageModeling
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
-from glm_hf.convert.vocab import gpt2_tokenizer  # noqa: E402
-from glm_hf.demo.run import DemoSettings, demo_config, demo_training_texts, load_demo_tokenizer  # noqa: E402
-from glm_hf.training.collator import DataCollatorForBlankInfilling  # noqa: E402
-from glm_hf.training.pretraining import packed_dataset  # noqa: E402
+from glm_hf import GLMConfig, GLMForConditionalGeneration
+from glm_hf.convert.vocab import gpt2_tokenizer
+from glm_hf.demo.run import DemoSettings, demo_config, demo_training_texts, load_demo_tokenizer
+from glm_hf.training.collator import DataCollatorForBlankInfilling
+from glm_hf.training.pretraining import packed_dataset
 
 VOCAB = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "thudm-vocab"
 

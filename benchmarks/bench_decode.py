@@ -74,14 +74,14 @@ from dataclasses import dataclass, field
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from bench_vs_gpt2 import _FirstTokenClock, interleaved, n_params, random_ids  # noqa: E402
-from torch._dynamo.utils import counters as dynamo_counters  # noqa: E402
-from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel, LogitsProcessorList  # noqa: E402
-from transformers.pytorch_utils import Conv1D  # noqa: E402
+import torch
+import transformers
+from bench_vs_gpt2 import _FirstTokenClock, interleaved, n_params, random_ids
+from torch._dynamo.utils import counters as dynamo_counters
+from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel, LogitsProcessorList
+from transformers.pytorch_utils import Conv1D
 
-from glm_hf import GLMConfig, GLMForCausalLM  # noqa: E402
+from glm_hf import GLMConfig, GLMForCausalLM
 
 DECODE_BATCHES = (1, 8)
 GOAL_ROOFLINE_FRACTION = 0.60

@@ -27,14 +27,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
+import torch
+import torch.distributed as dist
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
-from glm_hf.demo.run import load_demo_tokenizer  # noqa: E402
+from glm_hf import GLMConfig, GLMForConditionalGeneration
+from glm_hf.demo.run import load_demo_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "distributed"))
-from pipeline_parallel import Pipeline, build_pipeline, training_batches  # noqa: E402
+from pipeline_parallel import Pipeline, build_pipeline, training_batches
 
 MICROBATCHES = (1, 2, 4, 8, 16)
 # The demo tokenizer's 2048 tokens, padded (as GLM pads its vocabulary) so that the LM head costs about one layer:

@@ -21,13 +21,13 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration, corpus  # noqa: E402
-from glm_hf.model.blank_infilling import batch_infilling, infilling_example  # noqa: E402
-from glm_hf.model.quantization import GLMQuantizationConfig, QuantizedLinear, quantize  # noqa: E402
-from glm_hf.model.tokenization_glm import GLMTokenizer  # noqa: E402
-from glm_hf.training.pretraining import fill_blanks  # noqa: E402
+from glm_hf import GLMConfig, GLMForConditionalGeneration, corpus
+from glm_hf.model.blank_infilling import batch_infilling, infilling_example
+from glm_hf.model.quantization import GLMQuantizationConfig, QuantizedLinear, quantize
+from glm_hf.model.tokenization_glm import GLMTokenizer
+from glm_hf.training.pretraining import fill_blanks
 
 MODES = {
     "fp32": None,

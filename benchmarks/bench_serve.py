@@ -6,34 +6,76 @@ The model is a random GLM of 4 layers, hidden 256, on the demo tokenizer (fp32, 
 tokens and its usage gives the tokens generated. Run alone on the machine.
 """
 
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import openai
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import ChatServer, tiny_config  # noqa: E402
-
-from glm_hf import GLMForConditionalGeneration  # noqa: E402
-from glm_hf.demo.run import load_demo_tokenizer  # noqa: E402
+from glm_hf import GLMConfig, GLMForConditionalGeneration
+from glm_hf.demo.run import load_demo_tokenizer
 
 NEW_TOKENS = 32
 QUESTIONS = ["the capital of france ?", "what is the capital of japan ?", "hello", "how are you ?"]
+
+
+class ChatServer:
+    """A `glm-hf serve` subprocess on a free local port (a real server: uvicorn, the CLI, the engine thread)."""
+
+    API_KEY = "bench-key"
+
+    def __init__(self, folder: Path, log_path: Path, *options: str):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "w")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        command = [sys.executable, "-m", "glm_hf.cli", "serve", str(folder), "--port", str(self.port)]
+        command += ["--model-name", "tiny-chatglm", "--api-key", self.API_KEY, *options]
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1)
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"glm-hf serve did not start: {open(log_path).read()[-3000:]}")
+
+    def client(self, **options) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.API_KEY, max_retries=0, **options)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+        self.log.close()
 
 
 def model_folder(folder: Path) -> Path:
     tokenizer = load_demo_tokenizer()
     torch.manual_seed(0)
     # No stop token: every request generates all NEW_TOKENS.
-    config = tiny_config(
+    config = GLMConfig(
         vocab_size=len(tokenizer),
         hidden_size=256,
         num_hidden_layers=4,
+        num_attention_heads=4,
         max_position_embeddings=256,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
         eop_token_id=None,
         eos_token_id=None,
     )

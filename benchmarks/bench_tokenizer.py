@@ -55,10 +55,10 @@ from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import tokenizers  # noqa: E402
-import transformers  # noqa: E402
+import tokenizers
+import transformers
 
-from glm_hf.convert.vocab import gpt2_tokenizer  # noqa: E402
+from glm_hf.convert.vocab import gpt2_tokenizer
 
 DEFAULT_VOCAB_DIR = os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures", "thudm-vocab")

@@ -52,14 +52,14 @@ from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList  # noqa: E402
-from transformers.cache_utils import DynamicCache  # noqa: E402
+import torch
+import transformers
+from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
+from transformers.cache_utils import DynamicCache
 
-from glm_hf import GLMConfig, GLMForConditionalGeneration  # noqa: E402
-from glm_hf.model.blank_infilling import batch_infilling, generation_layout, infilling_example  # noqa: E402
-from glm_hf.model.transformers_compat import CACHE_FIELD  # noqa: E402
+from glm_hf import GLMConfig, GLMForConditionalGeneration
+from glm_hf.model.blank_infilling import batch_infilling, generation_layout, infilling_example
+from glm_hf.model.transformers_compat import CACHE_FIELD
 
 FIRST_ORDINARY_ID = 9  # GLM's special tokens occupy ids 0..8 by default
 
