@@ -3,12 +3,10 @@
 
 # The CPU wheel; an unpinned torch would pull a multi-GB CUDA build. README's commands must install it first.
 TORCH_PIN="torch==2.13.0"
-TEST_COMMAND="$(grep -m1 -F "pip install $TORCH_PIN && pip install -e \".[test]\" && " README.md || true)"
-if [[ -z "$TEST_COMMAND" ]]; then
-    echo "README.md has no test command line (pip install $TORCH_PIN && pip install -e \".[test]\" && ...)" >&2
-    exit 1
-fi
-INSTALL_COMMAND="${TEST_COMMAND%% && ruff*}"
+# README's test command is INSTALL_COMMAND && CHECK_COMMAND, word for word (tests/test_project.py checks it).
+INSTALL_COMMAND="pip install $TORCH_PIN && pip install -e \".[test]\""
+CHECK_COMMAND="scripts/check.sh"
+TEST_COMMAND="$INSTALL_COMMAND && $CHECK_COMMAND"
 MINIMUM_TRANSFORMERS="$(python3 -c '
 import re, tomllib
 dependencies = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
@@ -82,7 +80,7 @@ run_suite() {
         export GLM_HF_TRANSFORMERS_TESTS="$WORK/$1-transformers-tests"
         if [[ -f "$WORK/$1.env" ]]; then set -a; source "$WORK/$1.env"; set +a; fi
         echo "=== $1 environment: $(env_versions "$1")${USE_HUB_KERNELS:+, USE_HUB_KERNELS=$USE_HUB_KERNELS}"
-        echo "=== $TEST_COMMAND"
-        eval "$TEST_COMMAND"
+        echo "=== $CHECK_COMMAND (installed with: $INSTALL_COMMAND)"
+        "$CHECK_COMMAND"
     )
 }

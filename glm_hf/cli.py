@@ -60,10 +60,22 @@ def run_tokenizer_train(args: argparse.Namespace) -> None:
     print(f"trained a {len(tokenizer):,}-token GLM tokenizer; saved to {args.output}")
 
 
+def _require_plotting(command: str) -> None:
+    """Refuses, before any training, a run whose loss curve could not be drawn (matplotlib is an extra)."""
+    try:
+        import matplotlib  # noqa: F401  (only whether it imports matters here)
+    except ImportError as error:
+        raise SystemExit(
+            f"glm-hf {command} draws loss_curve.png with matplotlib, which is not installed: "
+            "pip install 'glm-hf[demo]'"
+        ) from error
+
+
 def run_demo_command(args: argparse.Namespace) -> None:
     """Pretrains the demo GLM on the embedded corpus, reports held-out blank filling and saves everything."""
     from .demo.run import DemoEvaluationError, run_demo
 
+    _require_plotting("demo")
     settings = DemoSettings(
         max_steps=args.max_steps,
         batch_size=args.batch_size,
@@ -126,6 +138,7 @@ def run_pretrain(args: argparse.Namespace) -> None:
     """Pretrains a GLM from scratch on the user's texts and saves model, tokenizer, loss curve and model card."""
     from .training.pretraining import pretrain, save_run_artifacts
 
+    _require_plotting("pretrain")
     sources = [path for path in (args.dataset, args.tokenizer, *(args.train_file or ())) if path]
     check_destination(args.output, sources, args.overwrite)
     if args.tokenizer and not Path(args.tokenizer, "tokenizer_config.json").is_file():

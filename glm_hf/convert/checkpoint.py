@@ -197,7 +197,7 @@ def read_shard(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                for key in handle.keys():
                     yield key, handle.get_tensor(key)
         except SafetensorError as error:
             raise CheckpointError(f"{path}: unreadable safetensors file ({error}); is it truncated?") from error

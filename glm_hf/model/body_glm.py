@@ -307,15 +307,12 @@ class GLMModel(GLMPreTrainedModel):
             One of: a 2D padding mask `[batch, past + seq]` (1 = token, 0 = padding; Part A ends at the first
             `<|startofpiece|>`), a 1D tensor of Part A lengths `[batch]` (THUDM's compact form), or a 4D boolean
             "may attend" mask `[batch, 1, seq, past + seq]` for layouts the other forms cannot express.
-        position_ids (`torch.LongTensor`, *optional*):
-            `[batch, 2, seq]` (position, block position). A 2D `[batch, seq]` tensor means block position 0.
-            Derived from the tokens when omitted (see `blank_infilling.build_position_ids`).
-        cache (`Cache`, *optional*):
-            The KV cache of earlier tokens (`past_key_values` is its name before transformers 5.24; either works).
-        prefix_key_values (`list[tuple[torch.Tensor, torch.Tensor]]`, *optional*):
-            Per layer, keys and values `[1, heads, prefix, head_dim]` that every token sees before the cached ones
-            and which the cache never stores (the causal head's `[gMASK] <|startofpiece|>`); needs a 4D
-            `attention_mask` whose first `prefix` key columns cover them.
+        position_ids (`torch.LongTensor`, *optional*): `[batch, 2, seq]` (position, block position); `[batch, seq]`
+            means block position 0. Derived from the tokens when omitted (`blank_infilling.build_position_ids`).
+        cache (`Cache`, *optional*): the KV cache of earlier tokens (`past_key_values` before transformers 5.24).
+        prefix_key_values (`list[tuple[torch.Tensor, torch.Tensor]]`, *optional*): per layer, keys and values
+            `[1, heads, prefix, head_dim]` every token sees before the cached ones, never stored in the cache (the
+            causal head's `[gMASK] <|startofpiece|>`); needs a 4D `attention_mask` covering them.
         """
         inputs = one_input(input_ids, inputs_embeds)
         cache = select_cache(cache, past_key_values)

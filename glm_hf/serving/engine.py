@@ -310,7 +310,7 @@ class BatchingEngine:
             call.on_event(("result", call.run()))
         except RequestError as error:
             call.on_event(("error", error))
-        except Exception as error:  # noqa: BLE001  (reported to the client; the server keeps serving)
+        except Exception as error:
             call.on_event(("error", RequestError(500, f"Generation failed: {error}")))
 
     def _run_batch(self, jobs: list[Job]) -> None:
@@ -341,7 +341,7 @@ class BatchingEngine:
                     logits_processor=LogitsProcessorList([RowSampler(jobs, input_ids.device)]),
                     stopping_criteria=StoppingCriteriaList([tracker, StopWhenSet(self._stopping)]),
                 )
-        except Exception as error:  # noqa: BLE001  (reported to the clients; the server keeps serving)
+        except Exception as error:
             for job in jobs:
                 job.fail(RequestError(500, f"Generation failed: {error}"))
         for job in jobs:
