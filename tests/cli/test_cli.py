@@ -1,5 +1,9 @@
 """The `glm-hf` command line."""
 
+import sys
+
+import pytest
+
 from glm_hf.cli import main
 
 
@@ -15,3 +19,19 @@ def test_tokenizer_train_writes_a_loadable_glm_tokenizer(tmp_path):
     assert isinstance(tokenizer, GLMTokenizer)
     assert tokenizer.decode(tokenizer("北京 is the capital.")["input_ids"]) == "北京 is the capital."
     assert tokenizer("北京 is [MASK].")["input_ids"][-2] == tokenizer.mask_token_id
+
+
+def test_demo_and_pretrain_refuse_up_front_without_matplotlib(tmp_path, monkeypatch):
+    """matplotlib is the `demo` extra: without it the commands say how to get it before training anything."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one line of text\n", encoding="utf-8")
+    commands = (
+        ["demo", "--output", str(tmp_path / "demo")],
+        ["pretrain", "--train-file", str(corpus), "--output", str(tmp_path / "p")],
+    )
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main(command)
+        assert "pip install 'glm-hf[demo]'" in str(exit_info.value)
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "p").exists()
