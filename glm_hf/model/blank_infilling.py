@@ -164,7 +164,7 @@ def build_attention_mask(
     (`[batch, query_offset + query_length]`); key slots past it (a static cache's unused tail) are hidden. Each
     query always sees itself, so a padding query never has an empty row (which would turn the softmax into NaN).
     `visible_prefix` key columns come first and are seen by every query (the left-to-right prefix, see
-    `LEFT_TO_RIGHT_PREFIX`).
+    `left_to_right_prefix`).
     """
     device = sep.device
     q = (torch.arange(query_length, device=device) + query_offset).view(1, 1, -1, 1)
