@@ -5,7 +5,10 @@ Both render a conversation as GLM reads a generation request: the conversation i
 the answer is the span after `<|startofpiece|>` (ChatGLM: `<sop>`). So `apply_chat_template(messages,
 add_generation_prompt=True)` ends with the blank and the span start, and a conversation that ends with an
 assistant message renders the answer as that span, closed by the end-of-piece token, inside `{% generation %}`
-(what `return_assistant_tokens_mask=True` and TRL's assistant-only loss read). The answer is rendered after a
+(what `return_assistant_tokens_mask=True` and TRL's assistant-only loss read); `continue_final_message=True` cuts
+that span after the answer's text, so generation continues the answer. Asking for a new answer
+(`add_generation_prompt=True`) after an assistant message is refused: the model would generate after the answer's
+end-of-piece token. The answer is rendered after a
 space, so it tokenizes as a text of its own does (THUDM's fine-tuning code encodes the answer separately, with
 SentencePiece's leading `▁`). A leading system message is put
 before the conversation as plain text on its own line (neither format has a system role). Roles must be `system`
@@ -50,6 +53,11 @@ _CONVERSATION = """\
 
 _ANSWER = """\
 {%- if turns[-1]['role'] == 'assistant' -%}
+  {%- if add_generation_prompt -%}
+    {{ raise_exception('The conversation ends with an assistant message, so add_generation_prompt=True has no answer '
+                       ~ 'to start: drop that message to ask for a new answer, or pass continue_final_message=True '
+                       ~ '(without add_generation_prompt) to continue it.') }}
+  {%- endif -%}
   {{- BLANK -}}{% generation %}{{ ' ' ~ turns[-1]['content'] ~ END }}{% endgeneration %}
 {%- elif add_generation_prompt -%}
   {{- BLANK -}}

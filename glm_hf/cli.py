@@ -248,6 +248,34 @@ def run_card(args: argparse.Namespace) -> None:
     print(f"wrote {write_model_card(folder, info)}")
 
 
+def refuse_quantized_source(source: Path) -> None:
+    """Refuses a folder that is already quantized, for every bit width: loading it with its own format keeps its
+    integer codes, so "quantizing" it again would only copy it under a new title (and another format would round
+    codes again)."""
+    config_file = source / "config.json"
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8")).get("quantization_config")
+    except (ValueError, AttributeError) as error:
+        raise UserError(f"{config_file} is not a JSON config ({error}); save the model again.") from error
+    if saved is not None:
+        raise UserError(
+            f"{source} is already quantized ({_quantization_name(saved)}), so it cannot be quantized again; quantize "
+            "the original full-precision folder instead."
+        )
+
+
+def _quantization_name(saved: object) -> str:
+    """A saved `quantization_config` in words: GLM's own by its spec ("int8 absmax, per row"), another by method."""
+    from .model.quantization import QUANT_METHOD, GLMQuantizationConfig
+
+    if not isinstance(saved, dict) or saved.get("quant_method") != QUANT_METHOD:
+        return str(saved.get("quant_method", saved) if isinstance(saved, dict) else saved)
+    try:
+        return GLMQuantizationConfig.from_dict(saved).spec.describe()
+    except ValueError:
+        return QUANT_METHOD
+
+
 def run_quantize(args: argparse.Namespace) -> None:
     """Loads a GLM folder quantizing its linear layers, then saves the quantized model, tokenizer and card."""
     from .model.modeling_glm import GLMForConditionalGeneration
@@ -257,6 +285,7 @@ def run_quantize(args: argparse.Namespace) -> None:
     source, destination = Path(args.source), Path(args.destination)
     if not (source / "config.json").is_file():
         raise UserError(f"{source} has no config.json; point to a saved GLM folder.")
+    refuse_quantized_source(source)
     check_destination(destination, [source], args.overwrite)
     config = GLMQuantizationConfig(
         bits=args.bits, method=args.method, group_size=args.group_size, activations=args.activations
@@ -273,6 +302,30 @@ def run_quantize(args: argparse.Namespace) -> None:
     print(f"quantized {source} -> {destination} (int{args.bits} {args.method}, group size {args.group_size})")
 
 
+# Weights as `save_pretrained` writes them (one file, or shards with an index).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def check_servable_folder(folder: Path) -> None:
+    """Refuses, before anything loads, a model folder without weights or without a GLM tokenizer (`tokenizer.json`);
+    otherwise transformers would fail later with messages about sentencepiece or missing files."""
+    missing = []
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        missing.append(f"weights ({' or '.join(WEIGHT_FILES[:2])})")
+    if not (folder / "tokenizer.json").is_file():
+        missing.append("tokenizer (tokenizer.json)")
+    if missing:
+        raise UserError(
+            f"{folder} has no {' and no '.join(missing)}; serve a folder saved with model.save_pretrained and "
+            "tokenizer.save_pretrained (or made by glm-hf convert / demo)."
+        )
+
+
 def run_serve(args: argparse.Namespace) -> None:
     """Serves a GLM folder over an OpenAI-compatible HTTP API (see glm_hf.serving.app)."""
     model_dir = args.model_dir
@@ -282,6 +335,7 @@ def run_serve(args: argparse.Namespace) -> None:
         model_dir = "glm-demo"
     if not Path(model_dir, "config.json").is_file():
         raise SystemExit(f"glm-hf serve: {model_dir} is not a model folder (it has no config.json).")
+    check_servable_folder(Path(model_dir))
     try:
         from .serving.app import ServeSettings, serve
     except ImportError as error:
@@ -310,6 +364,17 @@ def _positive(kind: type):
         return value
 
     return parse
+
+
+def _port(text: str) -> int:
+    """A TCP port number, 1-65535 (checked by the parser, so a bad one fails before the model loads)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number (1-65535), got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {port}")
+    return port
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -426,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("model_dir", nargs="?", help="a saved GLM folder (default: ./glm-demo from `glm-hf demo`)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (or set GLM_HF_API_KEY)")
     serve.add_argument("--model-name", help="the model id clients send (default: the folder's name)")
     serve.add_argument("--device", help="torch device (default: cuda if available, else cpu)")

@@ -683,6 +683,18 @@ def batch_infilling(
     }
 
 
+def check_targets(spans: list[list[int]], layout_token_ids: dict[str, int]) -> None:
+    """Refuses a target holding a blank or span marker (`layout_token_ids` maps their strings to ids): a blank would
+    be trained as a label to generate, an end-of-piece would end the span in its middle."""
+    for row, span in enumerate(spans):
+        found = [name for name, token in layout_token_ids.items() if token in span]
+        if found:
+            raise ValueError(
+                f"target {row} holds {', '.join(found)}, which would be trained as layout tokens, not text; remove "
+                "them, or pass plain_text=True to read special-token strings in targets as text."
+            )
+
+
 def infilling_example(
     part_a: list[int],
     spans: list[list[int]],

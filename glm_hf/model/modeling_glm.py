@@ -73,6 +73,34 @@ class GLMGenerativeHead(GLMWithVocabularyHead, GenerationMixin):
         stop_ids = [i for i in (config.eop_token_id, config.eos_token_id) if i is not None]
         self.generation_config.eos_token_id = stop_ids or None
 
+    def _loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """The head's cross-entropy: summed, then divided by the labelled tokens counted on the device (or by the
+        Trainer's `num_items_in_batch`), never by less than 1. So a batch whose labels are all -100 gives a loss of 0
+        and zero gradients, where a plain mean over no tokens is NaN that a Trainer would log and, with loss scaling
+        or clipping, carry into the weights; the count is never read back, so a step costs no host sync."""
+        if num_items_in_batch is None:
+            counted = kwargs.get("shift_labels")
+            if counted is None:
+                counted = labels[..., 1:] if self.loss_kind == "ForCausalLM" else labels
+            num_items_in_batch = (counted != -100).sum()
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.clamp(min=1)
+        else:
+            num_items_in_batch = max(num_items_in_batch, 1)
+        return self.loss_function(
+            logits=logits,
+            labels=labels,
+            vocab_size=self.config.vocab_size,
+            num_items_in_batch=num_items_in_batch,
+            **kwargs,
+        )
+
     def create_masks_for_generate(
         self, config, inputs_embeds, attention_mask, *args, cache=None, is_first_iteration=False, **kwargs
     ):
@@ -164,17 +192,12 @@ class GLMForConditionalGeneration(GLMChatMixin, GLMGenerativeHead):
         if labels is not None and self.training:
             # GLM learns only from Part B, so only the labelled positions go through the vocabulary projection.
             labelled = labels != -100
-            loss = self.loss_function(
-                logits=self.lm_head(hidden_states[labelled]),
-                labels=labels[labelled],
-                vocab_size=self.config.vocab_size,
-                **kwargs,
-            )
+            loss = self._loss(self.lm_head(hidden_states[labelled]), labels[labelled], **kwargs)
         else:
             keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
             logits = self.lm_head(hidden_states[:, keep, :])
             if labels is not None:
-                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+                loss = self._loss(logits, labels, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -307,7 +330,7 @@ class GLMForCausalLM(GLMGenerativeHead):
         if labels is not None:
             if labels.shape != (batch, seq_len):
                 raise ValueError(f"labels must have the inputs' shape {[batch, seq_len]}, got {list(labels.shape)}.")
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self._loss(logits, labels, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,

@@ -1,5 +1,7 @@
 """GLMTokenizer: a fast (`tokenizers`-backed) tokenizer with GLM's blank and span tokens and its input builders."""
 
+import json
+import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
@@ -14,6 +16,7 @@ from transformers.tokenization_utils_base import PaddingStrategy, TruncationStra
 from .blank_infilling import (
     batch_multiple_choice,
     build_position_ids,
+    check_targets,
     generation_layout,
     infilling_example,
     left_pad,
@@ -69,6 +72,24 @@ def decode_whitespace(text: str) -> str:
     return text.replace("<n>", "\n").replace("<|tab|>", "\t")
 
 
+def _looks_like_a_path(name: str) -> bool:
+    """Whether `name` can only be a local path (a Hub repo id is `name` or `namespace/name`)."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _damaged_json_files(folder: str) -> list[str]:
+    """The JSON files in `folder` that do not parse (a tokenizer's files are all JSON, its chat template aside)."""
+    damaged = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                    json.load(handle)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                damaged.append(os.path.join(folder, name))
+    return damaged
+
+
 class _TextCounter:
     """Iterates over texts, counting the non-blank ones (training consumes a stream, so count as it goes)."""
 
@@ -122,6 +143,24 @@ class GLMTokenizer(TokenizersBackend):
         split = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
         current = backend.pre_tokenizer
         backend.pre_tokenizer = split if current is None else pre_tokenizers.Sequence([split, current])
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "GLMTokenizer":
+        """`PreTrainedTokenizerBase.from_pretrained`, naming what is wrong with a local folder: one that does not
+        exist (not transformers' "Repo id must be in the form ..."), or its damaged JSON files (not a bare
+        JSONDecodeError)."""
+        path = os.path.expanduser(str(pretrained_model_name_or_path))
+        if _looks_like_a_path(path) and not os.path.exists(path):
+            raise OSError(
+                f"{path} does not exist; give the folder of a saved tokenizer or a Hub repo id (namespace/name)."
+            )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            damaged = ", ".join(_damaged_json_files(path)) or f"a JSON file of {path}"
+            raise OSError(
+                f"{damaged} is damaged (not valid JSON: {error}); download or save the tokenizer again."
+            ) from error
 
     @classmethod
     def from_backend(
@@ -285,6 +324,7 @@ class GLMTokenizer(TokenizersBackend):
         max_gen_length: int = 512,
         targets: list[str] | None = None,
         padding: bool = False,
+        plain_text: bool = False,
     ) -> BatchEncoding:
         """Turns tokenized prompts (each with a blank) into GLM inputs.
 
@@ -294,13 +334,17 @@ class GLMTokenizer(TokenizersBackend):
         way; Part A is left-padded and spans right-padded so all spans start in one column. `max_gen_length` bounds
         a target's length including `<|endofpiece|>` (longer targets raise an error); with `padding=True` every
         span is padded to it, so all batches have the same width. Generation length is `generate(max_new_tokens=...)`.
+        A target holding a blank or span marker is refused; with `plain_text=True` targets are read as plain text
+        (`split_special_tokens=True`), so such strings are text to learn.
         """
         prompts = self._rows(model_input["input_ids"], model_input.get("attention_mask"))
         if targets is None:
             return self._generation_batch(prompts)
         if len(targets) != len(prompts):
             raise ValueError(f"Got {len(targets)} targets for {len(prompts)} prompts; pass one target per prompt.")
-        spans = self(list(targets), add_special_tokens=False)["input_ids"]
+        spans = self(list(targets), add_special_tokens=False, split_special_tokens=plain_text)["input_ids"]
+        layout_tokens = ("mask_token", "smask_token", "gmask_token", "sop_token", "eop_token")
+        check_targets(spans, {getattr(self, name): getattr(self, f"{name}_id") for name in layout_tokens})
         rows = []
         for prompt, span in zip(prompts, spans, strict=True):
             if len(span) + 1 > max_gen_length:

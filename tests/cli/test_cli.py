@@ -35,3 +35,20 @@ def test_demo_and_pretrain_refuse_up_front_without_matplotlib(tmp_path, monkeypa
             main(command)
         assert "pip install 'glm-hf[demo]'" in str(exit_info.value)
     assert not (tmp_path / "demo").exists() and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "eighty"])
+def test_serve_refuses_a_bad_port_before_loading(port, tmp_path, capsys):
+    """A bad port used to load the model, then end in a 41-line uvicorn traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(tmp_path / "no-model"), "--port", port])
+    assert exit_info.value.code == 2
+    assert "--port: must be a port number" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_folder_without_weights_or_tokenizer(tmp_path):
+    """A folder with only config.json used to fail inside transformers with "need sentencepiece or tiktoken"."""
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"has no weights \(model.safetensors .*\) and no tokenizer") as exit_info:
+        main(["serve", str(tmp_path)])
+    assert "\n" not in str(exit_info.value)

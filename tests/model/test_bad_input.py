@@ -151,6 +151,21 @@ def test_a_missing_folder_is_named_as_missing(tmp_path):
         GLMForConditionalGeneration.from_pretrained(tmp_path / "no-such-model")
 
 
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_the_tokenizer_names_a_missing_folder_and_its_damaged_files(tmp_path, name):
+    """GLMTokenizer said "Repo id must be in the form ..." for a missing folder and raised a bare JSONDecodeError for
+    a damaged file. (AutoTokenizer reads tokenizer_config.json itself, before any GLM code runs.)"""
+    from glm_hf import GLMTokenizer
+    from glm_hf.demo.run import load_demo_tokenizer
+
+    with pytest.raises(OSError, match="no-such-tokenizer does not exist; give the folder of a saved tokenizer"):
+        GLMTokenizer.from_pretrained(tmp_path / "no-such-tokenizer")
+    load_demo_tokenizer().save_pretrained(tmp_path / "tokenizer")
+    (tmp_path / "tokenizer" / name).write_text('{"model": ', encoding="utf-8")
+    with pytest.raises(OSError, match=f"tokenizer/{name} is damaged \\(not valid JSON.*save the tokenizer again"):
+        GLMTokenizer.from_pretrained(tmp_path / "tokenizer")
+
+
 def command_error(arguments: list[str]) -> str:
     """The message `glm-hf ARGUMENTS` exits with; it must be one line."""
     with pytest.raises(SystemExit) as exit_info:
@@ -241,3 +256,22 @@ def test_a_started_span_before_the_blank_is_named_as_such(model):
     ids[0, 4] = model.config.mask_token_id
     with pytest.raises(ValueError, match="holds <\\|startofpiece\\|> before its blank"):
         model.generate(ids, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("head", ["model", "causal"])
+@pytest.mark.parametrize("training", [True, False])
+def test_labels_that_are_all_ignored_give_a_zero_loss(head, training, request):
+    """Cross-entropy over no tokens was NaN (as in GPT-2), which a Trainer logs and can carry into the weights; now
+    the loss is 0, still attached to the graph, and its gradients are zero."""
+    net = request.getfixturevalue(head)
+    ids = random_words(torch.Generator().manual_seed(3), 2, 6)
+    ids[:, -1] = net.config.mask_token_id
+    net.train(training)
+    try:
+        loss = net(ids, labels=torch.full_like(ids, -100)).loss
+        loss.backward()
+    finally:
+        net.eval()
+    assert loss.item() == 0 and loss.requires_grad
+    assert all(p.grad is None or not p.grad.any() for p in net.parameters())
+    net.zero_grad(set_to_none=True)

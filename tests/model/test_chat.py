@@ -64,6 +64,18 @@ def test_a_finished_conversation_renders_its_answer_as_the_span(chatglm, tmp_pat
     assert masked["assistant_masks"] == [0] * (len(masked["input_ids"]) - len(answer)) + [1] * len(answer)
 
 
+def test_a_conversation_ending_with_an_answer_is_continued_or_refused(chatglm):
+    """After an assistant message, `add_generation_prompt=True` would generate after the answer's <eop>: refused.
+    `continue_final_message=True` continues the answer: the span without its <eop>."""
+    _, tokenizer, _, _ = chatglm
+    conversation = messages("你好", HISTORY)[:-1]
+    with pytest.raises(TemplateError, match="ends with an assistant message.*continue_final_message=True"):
+        tokenizer.apply_chat_template(conversation, add_generation_prompt=True)
+    continued = tokenizer.apply_chat_template(conversation, continue_final_message=True)["input_ids"]
+    finished = tokenizer.apply_chat_template(conversation)["input_ids"]
+    assert continued == finished[:-1] and finished[-1] == tokenizer.eop_token_id
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

@@ -299,9 +299,10 @@ def test_loading_a_quantized_folder_as_another_format_is_refused(tmp_path):
         GLMForConditionalGeneration.from_pretrained(
             tmp_path / "int8", quantization_config=GLMQuantizationConfig(bits=4)
         )
-    with pytest.raises(SystemExit, match="glm-hf quantize: .* is already quantized"):
-        main(["quantize", str(tmp_path / "int8"), str(tmp_path / "int4"), "--bits", "4"])
-    assert not (tmp_path / "int4").exists()
+    for bits in ("4", "8"):  # the same width again used to copy the folder, titled "(int8 absmax) (int8 absmax)"
+        with pytest.raises(SystemExit, match=r"glm-hf quantize: .* is already quantized \(int8 absmax, per row\)"):
+            main(["quantize", str(tmp_path / "int8"), str(tmp_path / f"again{bits}"), "--bits", bits])
+        assert not (tmp_path / f"again{bits}").exists()
     ids = torch.tensor([[10, 11, 4, 12, 13]])
     plain = GLMForConditionalGeneration.from_pretrained(tmp_path / "int8").eval()
     same = GLMForConditionalGeneration.from_pretrained(tmp_path / "int8", quantization_config=GLMQuantizationConfig())

@@ -109,6 +109,17 @@ def test_training_inputs_align_targets_with_the_span(tokenizer):
         tokenizer.build_inputs_for_generation(prompts, targets=["a b c d", "e"], max_gen_length=2)
 
 
+def test_targets_holding_blanks_or_span_markers_are_refused_or_read_as_text(tokenizer):
+    """A `[MASK]` in a target was trained as a label, an `<|endofpiece|>` ended the span in its middle."""
+    prompts = tokenizer(["Paris is [MASK].", "Tokyo is [MASK]."])
+    for target, name in (("a [MASK] b", r"\[MASK\]"), ("a <|endofpiece|> b", r"<\|endofpiece\|>")):
+        with pytest.raises(ValueError, match=f"target 1 holds {name}.*plain_text=True"):
+            tokenizer.build_inputs_for_generation(prompts, targets=["ok", target], max_gen_length=32)
+        batch = tokenizer.build_inputs_for_generation(prompts, targets=["ok", target], plain_text=True)
+        labelled = batch["labels"][1][batch["labels"][1] != -100].tolist()
+        assert tokenizer.decode(labelled[:-1]) == target and labelled[-1] == tokenizer.eop_token_id
+
+
 def test_multiple_choice_inputs_score_each_choice_as_if_alone(tokenizer):
     prompt = tokenizer(["Paris is in [MASK]."])
     choices = [["France", "Japan and more"]]

@@ -130,6 +130,9 @@ def test_bad_requests_get_openai_errors_and_the_server_stays_up(chat_server):
         client.chat.completions.create(model="gpt-4", messages=chat)
     with pytest.raises(openai.BadRequestError, match="Unknown role"):
         client.chat.completions.create(model=MODEL, messages=[{"role": "bot", "content": "hi"}])
+    answered = [*chat, {"role": "assistant", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError, match="ends with an assistant message"):
+        client.chat.completions.create(model=MODEL, messages=answered)
     with pytest.raises(openai.BadRequestError, match="allows up to 64"):
         client.chat.completions.create(model=MODEL, messages=chat, max_tokens=1000)
     with pytest.raises(openai.BadRequestError, match="context_length_exceeded|positions cover"):
