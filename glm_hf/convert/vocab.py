@@ -1,32 +1,36 @@
 """Import THUDM's GLM vocabularies as `GLMTokenizer`s that give the ids THUDM's tokenizers give.
 
-Special-token ids follow THUDM's code (`THUDM/GLM` `data_utils/tokenization.py`, the Hub `tokenization_glm.py`):
+The ids follow the tokenizer the checkpoints were trained with, THUDM/GLM's `data_utils/tokenization.py` (the
+Megatron-era `GPT2BPETokenizer`, `BertWordPieceTokenizer` and `ChineseSPTokenizer`, configured as each released GLM's
+`config_tasks/model_blocklm_*.sh`), where THUDM's Hub `tokenization_glm.py` differs from it:
 
 - GPT-2 BPE (glm-2b, glm-10b): text 0-50256; eos = pad `<|endoftext|>` 50256, sop 50257, eop 50258,
   `[CLS]` 50259, `[MASK]` 50260, `[SEP]` 50261, `[UNK]` 50262, `[gMASK]` 50263, `[sMASK]` 50264.
-- RoBERTa BPE (glm-roberta-large): text 0-50264; `<s>` 0 (cls), `</s>` 2 (eos, pad, sep), `<unk>` 3,
-  `<mask>` 50264, sop 50265, eop 50266. No task masks (see below).
+- RoBERTa BPE (glm-roberta-large): vocabulary 0-50264 (fairseq order); `[CLS]` 0, `[SEP]` and `<|endoftext|>` 2
+  (eos, pad, sep), `[UNK]` 3, `[MASK]` 50264, sop 50265, eop 50266. No task masks (see below). fairseq's own
+  strings (`<s>`, `</s>`, `<unk>`, `<mask>`, `<pad>`) are text, as THUDM's training tokenizer reads them (the Hub
+  one takes them as tokens instead and reads `[CLS]`, `[SEP]`, `[UNK]`, `<|endoftext|>` as text).
 - BERT WordPiece uncased (glm-base, glm-large, glm-410m/515m): text 0-30521; `[PAD]` 0, `[UNK]` 100, `[CLS]` 101,
   `[SEP]` 102 (eos), `[MASK]` 103, sop 30522, eop 30523. No task masks (see below).
 - SentencePiece cog-pretrain (glm-large-chinese, glm-10b-chinese): text 0-49999; eos = pad `<|endoftext|>` 50000,
-  `[SEP]` 50001, `[CLS]` 50002, `[MASK]` 50003, `[UNUSED1]` 50004, `[UNUSED2]` 50005, sop 50006, eop 50007,
-  `[sMASK]` 50008, `[gMASK]` 50009.
+  `[SEP]` 50001, `[CLS]` 50002, `[MASK]` 50003, `[UNK]` 50004, sop 50006, eop 50007, `[sMASK]` 50008,
+  `[gMASK]` 50009 (`--fix-command-token`). 50005 is unused by THUDM's tokenizer; it is the vocabulary entry
+  `[UNUSED2]` here (the Hub's name), which no text reaches. The unknown token is `[UNK]`, as in THUDM's; pieces
+  SentencePiece cannot encode are still its `<unk>` 0.
 
 THUDM has `[sMASK]`/`[gMASK]` only for models trained with `--task-mask`; its BERT and RoBERTa GLMs were not, so
 their tokenizers keep those strings as text (their embedding rows past eop are padding) and use `[MASK]` for every
 blank. Here they stay text too, and the tokenizer's `smask_token`/`gmask_token` are the mask token, so sentence
 blanks and left-to-right generation use it as THUDM does.
 
-Special-token strings typed in text become their ids where THUDM's tokenizer has them as command tokens (it cuts
-the text at them and encodes the chunks alone); other strings are text. Where THUDM's Hub tokenizer and training
-code differ the Hub one is followed: RoBERTa's strings are `<s>`, `</s>`, `<unk>`, `<mask>` (training code: `[CLS]`,
-`[SEP]` and `<|endoftext|>`, `[UNK]`, `[MASK]`), cog's id 50004 is `[UNUSED1]` (training code: `[UNK]`). Known
-differences from SentencePiece in the cog vocabulary: `<unk>` typed in text is id 0 (the tokenizer's unknown token;
-SentencePiece reads it as text), and around its `<n>` piece the `▁` word starts differ (`a<n>b`: `▁a <n> ▁b`;
-SentencePiece: `▁a <n> b`).
+Special-token strings typed in text become their ids exactly where THUDM's training tokenizer has them as command
+tokens (it cuts the text at them and encodes each chunk alone: in the byte-level BPE vocabularies the space before
+one that does not strip it is a `Ġ` token of its own); other strings are text. Known differences in the cog
+vocabulary: around its `<n>` piece the `▁` word starts differ from SentencePiece's (`a<n>b`: `▁a <n> ▁b`;
+SentencePiece: `▁a <n> b`; ` <n>`: `<n>`; SentencePiece: `▁ <n>`).
 
-Inputs are built as THUDM's Hub tokenizers build them: `[CLS] text <eos>` (BERT: `[CLS] text [SEP]`; RoBERTa:
-`<s> text </s>`). Blank tokens strip the whitespace on their left, as THUDM's `lstrip` command tokens do.
+Inputs are built as THUDM's Hub tokenizers build them: `[CLS] text <eos>` (BERT: `[CLS] text [SEP]`). Blank tokens
+strip the whitespace on their left, as THUDM's `lstrip` command tokens do.
 """
 
 import json
@@ -47,12 +51,15 @@ def _require(*paths: str) -> None:
             raise FileNotFoundError(f"Vocabulary file not found: {path}")
 
 
-def _add_specials(backend: Tokenizer, tokens: list[tuple[str, int]], lstrip_blanks: bool = True) -> None:
+def _add_specials(
+    backend: Tokenizer, tokens: list[tuple[str, int]], lstrip_blanks: bool = True, normalized: bool = False
+) -> None:
     """Adds special tokens so that each lands on its THUDM id; tokens already in the vocabulary keep theirs.
-    THUDM's GLM tokenizers strip the whitespace left of a blank (`lstrip_blanks`); ChatGLM's do not."""
+    THUDM's GLM tokenizers strip the whitespace left of a blank (`lstrip_blanks`); ChatGLM's do not. `normalized`
+    tokens are matched in the normalized text, so a normalizer can rewrite a second string into one of them."""
     for token, expected in tokens:
-        lstrip = lstrip_blanks and (token in BLANKS or token == "<mask>")
-        backend.add_special_tokens([AddedToken(token, lstrip=lstrip, normalized=False)])
+        lstrip = lstrip_blanks and token in BLANKS
+        backend.add_special_tokens([AddedToken(token, lstrip=lstrip, normalized=normalized)])
         actual = backend.token_to_id(token)
         if actual != expected:
             raise ValueError(
@@ -68,9 +75,12 @@ def _template(backend: Tokenizer, first: str, last: str) -> None:
     )
 
 
-def _byte_level_bpe(vocab_file: str, merges_file: str) -> Tokenizer:
+def _byte_level_bpe(vocab_file: str, merges_file: str, renamed: dict[str, str] | None = None) -> Tokenizer:
+    """A byte-level BPE tokenizer from GPT-2-style files, with the vocabulary entries in `renamed` renamed."""
     _require(vocab_file, merges_file)
-    backend = Tokenizer(BPE.from_file(vocab_file, merges_file))
+    vocab, merges = BPE.read_file(vocab_file, merges_file)
+    renamed = renamed or {}
+    backend = Tokenizer(BPE({renamed.get(token, token): i for token, i in vocab.items()}, merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     return backend
@@ -90,15 +100,30 @@ def gpt2_tokenizer(vocab_file: str, merges_file: str) -> GLMTokenizer:
 
 
 def roberta_tokenizer(vocab_file: str, merges_file: str) -> GLMTokenizer:
-    """GLM-RoBERTa: RoBERTa's BPE (fairseq order) plus sop/eop from id 50265. Its one blank is written `<mask>`;
-    no task masks, as in THUDM's fine-tuning and Hub tokenizers (`[gMASK]`/`[sMASK]` are text)."""
-    backend = _byte_level_bpe(vocab_file, merges_file)
-    specials = [("<s>", 0), ("</s>", 2), ("<unk>", 3), ("<mask>", 50264)]
+    """GLM-RoBERTa: RoBERTa's BPE (fairseq order) with THUDM's training command tokens: `[CLS]` 0, `[SEP]` and
+    `<|endoftext|>` 2, `[UNK]` 3, `[MASK]` 50264 (its one blank: no task masks, `[gMASK]`/`[sMASK]` are text),
+    sop/eop from 50265. fairseq's `<s>`, `</s>`, `<unk>`, `<mask>` entries are renamed to THUDM's strings, so typed
+    in text they are text, as THUDM's tokenizer reads them.
+
+    `tokenizers` keeps one string per id, so `<|endoftext|>` reaches id 2 through a normalizer that rewrites it to
+    `[SEP]` (matched in the normalized text). Two side effects: its offset mapping covers the literal's last
+    character only (`tokenizers`' `Replace` alignment), and plain-text encoding (`split_special_tokens=True`) reads
+    it as the text `[SEP]`."""
+    renamed = {"<s>": "[CLS]", "</s>": "[SEP]", "<unk>": "[UNK]", "<mask>": "[MASK]"}
+    backend = _byte_level_bpe(vocab_file, merges_file, renamed)
+    backend.normalizer = normalizers.Replace("<|endoftext|>", "[SEP]")
+    specials = [("[CLS]", 0), ("[SEP]", 2), ("[UNK]", 3), ("[MASK]", 50264)]
     specials += [("<|startofpiece|>", 50265), ("<|endofpiece|>", 50266)]
-    _add_specials(backend, specials)
-    _template(backend, "<s>", "</s>")
-    names = {"pad_token": "</s>", "eos_token": "</s>", "unk_token": "<unk>", "cls_token": "<s>", "sep_token": "</s>"}
-    return GLMTokenizer.from_backend(backend, {**names, **_without_task_masks("<mask>")})
+    _add_specials(backend, specials, normalized=True)
+    _template(backend, "[CLS]", "[SEP]")
+    names = {
+        "pad_token": "[SEP]",
+        "eos_token": "[SEP]",
+        "unk_token": "[UNK]",
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
+    }
+    return GLMTokenizer.from_backend(backend, {**names, **_without_task_masks("[MASK]")})
 
 
 def _without_task_masks(mask: str) -> dict[str, str]:
@@ -130,27 +155,38 @@ def bert_tokenizer(vocab_file: str) -> GLMTokenizer:
     return GLMTokenizer.from_backend(backend, {**names, **_without_task_masks("[MASK]")})
 
 
+# cog-pretrain's command tokens from id 50000 (`ChineseSPTokenizer` with `--fix-command-token` and `--task-mask`);
+# THUDM's tokenizer skips 50005, which holds the Hub's `[UNUSED2]` here.
+COG_UNUSED = "[UNUSED2]"
+COG_COMMANDS = (
+    "<|endoftext|>", "[SEP]", "[CLS]", "[MASK]", "[UNK]", COG_UNUSED, "<|startofpiece|>", "<|endofpiece|>", "[sMASK]",
+    "[gMASK]",
+)  # fmt: skip
+
+
 def cog_sentencepiece_tokenizer(model_file: str) -> GLMTokenizer:
-    """GLM-Large-Chinese / GLM-10B-Chinese: the cog-pretrain SentencePiece model plus GLM's command tokens from
-    id 50000 (the Hub layout: `[sMASK]` 50008, `[gMASK]` 50009)."""
-    backend = _sentencepiece_backend(model_file)
-    specials = ["<|endoftext|>", "[SEP]", "[CLS]", "[MASK]", "[UNUSED1]", "[UNUSED2]"]
-    specials += ["<|startofpiece|>", "<|endofpiece|>", "[sMASK]", "[gMASK]"]
-    _add_specials(backend, list(zip(specials, range(50000, 50010), strict=True)))
+    """GLM-Large-Chinese / GLM-10B-Chinese: the cog-pretrain SentencePiece model plus THUDM's command tokens from
+    id 50000 (`[UNK]` 50004, `[sMASK]` 50008, `[gMASK]` 50009). All ten ids are entries of the BPE vocabulary; all
+    but the unused 50005 are special tokens too, so they are matched in text and 50005 is reached by no text."""
+    backend = _sentencepiece_backend(model_file, extra_vocab=COG_COMMANDS)
+    specials = [(token, 50000 + i) for i, token in enumerate(COG_COMMANDS) if token != COG_UNUSED]
+    _add_specials(backend, specials)
     _template(backend, "[CLS]", "<|endoftext|>")
-    names = {"pad_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "sep_token": "[SEP]"}
+    names = {"pad_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "[UNK]", "sep_token": "[SEP]"}
     return GLMTokenizer.from_backend(backend, names)
 
 
-def _sentencepiece_backend(model_file: str) -> Tokenizer:
-    """A `tokenizers` copy of a SentencePiece BPE model (pieces and merges read by transformers' extractor), with
+def _sentencepiece_backend(model_file: str, extra_vocab: tuple[str, ...] = ()) -> Tokenizer:
+    """A `tokenizers` copy of a SentencePiece BPE model (pieces and merges read by transformers' extractor, plus
+    `extra_vocab` as entries numbered on from the model's last piece; no merge produces them), with
     SentencePiece's nmt_nfkc normalisation and whitespace collapsing, and `▁` prefixed to every text chunk between
     special tokens, as SentencePiece does when THUDM encodes the chunks one by one. Of the model's own symbols only
     the user-defined ones (cog-pretrain's `<n>`) are matched in text, as SentencePiece matches them; its control
     pieces `<s>`/`</s>` typed in text are characters to SentencePiece, so they stay text here too."""
     _require(model_file)
     spm = sentencepiece_extractor(model_file).extract(BPE)
-    backend = Tokenizer(BPE(spm["vocab"], spm["merges"], unk_token="<unk>", fuse_unk=True, dropout=None))
+    vocab = spm["vocab"] | {token: len(spm["vocab"]) + i for i, token in enumerate(extra_vocab)}
+    backend = Tokenizer(BPE(vocab, spm["merges"], unk_token="<unk>", fuse_unk=True, dropout=None))
     steps = [normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
     if spm["_spm_precompiled_charsmap"]:
         steps.insert(0, normalizers.Precompiled(spm["_spm_precompiled_charsmap"]))

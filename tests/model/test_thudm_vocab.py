@@ -85,18 +85,19 @@ def test_gpt2_special_token_ids():
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("text", [sentence.replace("[MASK]", "<mask>") for sentence in SENTENCES])
+@pytest.mark.parametrize("text", SENTENCES)
 def test_roberta_layout(text):
     vocab = json.loads((FIXTURES / "roberta-vocab.json").read_text(encoding="utf-8"))
     reference = RobertaTokenizer(vocab=vocab, merges=merges(FIXTURES / "roberta-merges.txt"))
     tokenizer = roberta_tokenizer(str(FIXTURES / "roberta-vocab.json"), str(FIXTURES / "roberta-merges.txt"))
-    blanks = {"<mask>": 50264}  # no task masks: THUDM's GLM-RoBERTa keeps [sMASK]/[gMASK] as text
+    blanks = {"[MASK]": 50264}  # THUDM's name for fairseq's <mask>; no task masks: [sMASK]/[gMASK] are text
 
     def encode(chunk):
         return reference(chunk, add_special_tokens=False)["input_ids"]
 
     assert tokenizer(text)["input_ids"] == thudm_ids(text, encode, blanks, 0, 2, lstrip=True)
     assert (tokenizer.sop_token_id, tokenizer.eop_token_id, tokenizer.pad_token_id) == (50265, 50266, 2)
+    assert (tokenizer.cls_token, tokenizer.eos_token, tokenizer.mask_token) == ("[CLS]", "[SEP]", "[MASK]")
 
 
 @pytest.mark.parametrize("text", SENTENCES)

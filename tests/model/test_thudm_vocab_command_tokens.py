@@ -8,6 +8,9 @@ Which command tokens exist is set per vocabulary in `BertWordPieceTokenizer`, `G
 use (`config_tasks/model_blocklm_large.sh`, `model_blocklm_roberta_large.sh`; GLM-10B, GLM-2B and the Chinese GLMs
 do). Without task masks THUDM uses `[MASK]` for every blank (`blocklm_utils.py`: the gap-sentence and generation
 masks are 'MASK'). The command-token tables below are written out from those constructors, not taken from glm_hf.
+
+`REFERENCE` holds ids produced by running that THUDM code itself on the fixture vocabularies
+(`scripts/thudm_reference_ids.py`; THUDM/GLM at commit 4f61ed7237a3b0187f4d62062429348276a78c84, `EncodeAsIds`).
 """
 
 import json
@@ -15,12 +18,13 @@ import re
 from pathlib import Path
 
 import pytest
-from transformers import BertTokenizer, GPT2Tokenizer, RobertaTokenizer
+from transformers import AutoTokenizer, BertTokenizer, GPT2Tokenizer
 
 from glm_hf.convert.vocab import bert_tokenizer, cog_sentencepiece_tokenizer, gpt2_tokenizer, roberta_tokenizer
-from tests.helpers.paths import THUDM_VOCAB
+from tests.helpers.paths import REPO, THUDM_VOCAB
 
 FIXTURES = THUDM_VOCAB
+REFERENCE = REPO / "tests" / "fixtures" / "thudm-command-token-ids.json"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"THUDM vocabulary fixtures not found at {FIXTURES}")
 
 TEXTS = [
@@ -29,7 +33,7 @@ TEXTS = [
     "x <|startofpiece|> y <|endofpiece|> z [MASK][gMASK]",
     "<s> one </s> two <mask> three",
 ]
-BLANKS = {"[MASK]", "[sMASK]", "[gMASK]", "<mask>"}  # the lstrip command tokens
+BLANKS = {"[MASK]", "[sMASK]", "[gMASK]"}  # the lstrip command tokens
 
 # GPT2BPETokenizer, GPT-2 vocabulary, add_block_symbols and add_task_mask (GLM-2B, GLM-10B).
 GPT2_COMMANDS = {
@@ -41,23 +45,17 @@ BERT_COMMANDS = {
     "[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, "<|startofpiece|>": 30522,
     "<|endofpiece|>": 30523,
 }  # fmt: skip
-# ChineseSPTokenizer with add_block_symbols, add_task_mask and fix_command_token (GLM-Large-Chinese), less `[UNK]`
-# (50004 there): glm-hf keeps the Hub tokenizer's `[UNUSED1]` at 50004, see the documented differences below.
+# ChineseSPTokenizer with add_block_symbols, add_task_mask and fix_command_token (GLM-Large-Chinese).
 COG_COMMANDS = {
-    "<|endoftext|>": 50000, "[SEP]": 50001, "[CLS]": 50002, "[MASK]": 50003, "<|startofpiece|>": 50006,
-    "<|endofpiece|>": 50007, "[sMASK]": 50008, "[gMASK]": 50009,
+    "<|endoftext|>": 50000, "[SEP]": 50001, "[CLS]": 50002, "[MASK]": 50003, "[UNK]": 50004,
+    "<|startofpiece|>": 50006, "<|endofpiece|>": 50007, "[sMASK]": 50008, "[gMASK]": 50009,
 }  # fmt: skip
-# RoBERTa follows THUDM's Hub tokenizer (`GLMRobertaTokenizer`, a `RobertaTokenizer` plus sop/eop, no task masks):
-# fairseq's own special strings. THUDM's training code spells them `[CLS]`, `[SEP]`, `[MASK]`, `[UNK]`,
-# `<|endoftext|>` instead (see test_documented_differences_from_thudms_training_tokenizer).
+# GPT2BPETokenizer, RoBERTa vocabulary, add_block_symbols, without add_task_mask (GLM-RoBERTa): fairseq's `<s>`,
+# `</s>`, `<unk>`, `<mask>` ids under THUDM's command strings; fairseq's own strings are text.
 ROBERTA_COMMANDS = {
-    "<s>": 0,
-    "</s>": 2,
-    "<unk>": 3,
-    "<mask>": 50264,
-    "<|startofpiece|>": 50265,
+    "<|endoftext|>": 2, "[SEP]": 2, "[CLS]": 0, "[MASK]": 50264, "[UNK]": 3, "<|startofpiece|>": 50265,
     "<|endofpiece|>": 50266,
-}
+}  # fmt: skip
 
 
 def thudm_encode(text: str, commands: dict[str, int], encode_chunk, first: int, last: int) -> list[int]:
@@ -92,7 +90,8 @@ def vocabularies():
     roberta_files = [FIXTURES / "roberta-vocab.json", FIXTURES / "roberta-merges.txt"]
     bert_file, cog_file = FIXTURES / "bert-large-uncased-vocab.txt", str(FIXTURES / "cog-pretrain.model")
     gpt2 = GPT2Tokenizer(vocab=json.loads(gpt2_files[0].read_text(encoding="utf-8")), merges=_merges(gpt2_files[1]))
-    roberta = RobertaTokenizer(
+    # THUDM encodes RoBERTa's text with a plain GPT-2 BPE, to which fairseq's `<s>`, `<mask>`, ... are characters.
+    roberta = GPT2Tokenizer(
         vocab=json.loads(roberta_files[0].read_text(encoding="utf-8")), merges=_merges(roberta_files[1])
     )
     bert = BertTokenizer(
@@ -131,18 +130,43 @@ def test_vocabularies_without_task_masks_use_the_mask_for_every_blank(vocabulari
     assert len(tokenizer) == {"bert": 30524, "roberta": 50267}[name]
 
 
-def test_documented_differences_from_thudms_training_tokenizer(vocabularies):
-    """The differences README states ("THUDM vocabularies"). Where THUDM's Hub tokenizer and its training code
-    disagree, glm-hf follows the Hub one: RoBERTa's `[MASK]`, `[CLS]`, `[SEP]`, `<|endoftext|>` (training code:
-    50264, 0, 2, 2) are text, and the cog vocabulary's id 50004 is `[UNUSED1]` (training code: `[UNK]`, so `[UNK]`
-    typed in text is text). The cog tokenizer's unknown token `<unk>` typed in text is id 0 (SentencePiece: text)."""
+@pytest.mark.parametrize("name", ["gpt2", "bert", "roberta", "cog"])
+def test_every_special_string_gives_the_ids_thudms_training_tokenizer_gives(vocabularies, name, tmp_path):
+    """Issue 29: THUDM's own tokenizer, run on the fixture vocabularies, against glm-hf on texts holding every special
+    string of every GLM vocabulary, as imported and as saved and reloaded. The RoBERTa importer kept `[CLS]`,
+    `[SEP]`, `[UNK]`, `[MASK]`, `<|endoftext|>` as text and made fairseq's `<s>`, `</s>`, `<unk>`, `<mask>` tokens;
+    the cog importer split `[UNK]` (THUDM's 50004) into SentencePiece pieces and made `[UNUSED1]`, `[UNUSED2]` and
+    `<unk>` tokens."""
+    reference = json.loads(REFERENCE.read_text(encoding="utf-8"))
+    tokenizer = vocabularies[name][0]
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    for text, ids in zip(reference["texts"], reference["ids"][name], strict=True):
+        assert tokenizer(text, add_special_tokens=False)["input_ids"] == ids, text
+        assert reloaded(text, add_special_tokens=False)["input_ids"] == ids, text
+
+
+def test_roberta_has_two_strings_for_id_2_and_plain_text_keeps_them_text(vocabularies):
+    """THUDM's RoBERTa tokenizer has `<|endoftext|>` (eos, pad) and `[SEP]` at fairseq's `</s>` 2; id 2 reads back
+    as `[SEP]`, as THUDM's decoder writes it. Plain-text encoding gives neither string an id."""
     roberta, _, encode_roberta, _, _ = vocabularies["roberta"]
-    for text in ("[MASK]", "[CLS]", "[SEP]", "<|endoftext|>"):
-        assert roberta(text, add_special_tokens=False)["input_ids"] == encode_roberta(text)
+    assert roberta("<|endoftext|>[SEP]", add_special_tokens=False)["input_ids"] == [2, 2]
+    assert (roberta.eos_token_id, roberta.pad_token_id, roberta.sep_token_id, roberta.cls_token_id) == (2, 2, 2, 0)
+    assert roberta.decode([2]) == "[SEP]"
+    for text in ("a <|endoftext|> b", "a [SEP] b", "<s> [CLS] </s>"):
+        assert 2 not in roberta(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert roberta("<s> x", add_special_tokens=False)["input_ids"] == encode_roberta("<s> x")
+
+
+def test_cog_unknown_token_is_thudms_and_its_unused_id_is_reached_by_no_text(vocabularies):
+    """The cog tokenizer's unknown token is THUDM's `[UNK]` 50004 (SentencePiece still gives `<unk>` 0 to what it
+    cannot encode); THUDM's tokenizer leaves 50005 unused, so its entry `[UNUSED2]` typed in text is text."""
     cog, _, encode_cog, _, _ = vocabularies["cog"]
-    assert cog("[UNK]", add_special_tokens=False)["input_ids"] == encode_cog("[UNK]")
-    assert cog.convert_tokens_to_ids("[UNUSED1]") == 50004
-    assert cog("<unk>", add_special_tokens=False)["input_ids"] == [0] != encode_cog("<unk>")
+    assert (cog.unk_token, cog.unk_token_id) == ("[UNK]", 50004)
+    assert cog.convert_tokens_to_ids("[UNUSED2]") == 50005
+    assert len(cog) == 50010
+    for text in ("[UNUSED2]", "[UNUSED1]", "<unk>"):
+        assert cog(text, add_special_tokens=False)["input_ids"] == encode_cog(text)
 
 
 def test_cog_control_pieces_typed_in_text_are_text_and_user_defined_pieces_match(vocabularies):
