@@ -9,6 +9,8 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from huggingface_hub.errors import StrictDataclassError
+
 from .chat_templates import ensure_chat_template
 from .demo.run import DemoSettings
 from .folder_writes import check_destination, staged_folder
@@ -122,7 +124,23 @@ def load_texts(args: argparse.Namespace):
     kinds = {"json" if path.endswith((".json", ".jsonl")) else "text" for path in args.train_file}
     if len(kinds) > 1:
         raise UserError("give either text files or JSON/JSONL files, not both.")
+    for path in args.train_file if kinds == {"json"} else ():
+        if _only_whitespace(path):
+            raise UserError(
+                f"{path} holds no documents (only whitespace); give JSON Lines with one object per line, such as "
+                '{"text": "..."}, or leave the file out.'
+            )
     return load_dataset(kinds.pop(), data_files=args.train_file, split="train")
+
+
+def _only_whitespace(path: str) -> bool:
+    """Whether the file holds nothing but JSON whitespace (read in chunks): `datasets` finds no rows in it and says
+    only that the split "corresponds to no data", naming no file."""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            if chunk.strip(b" \t\r\n"):
+                return False
+    return True
 
 
 def _saved_split(saved, split: str):
@@ -536,10 +554,10 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def _describe(error: Exception) -> str:
-    """One line for an error: the message of a bad-input error, or the error's type, message and where it was raised
-    for anything unexpected."""
+    """One line for an error: the message of a bad-input error (a config field of the wrong type is one), or the
+    error's type, message and where it was raised for anything unexpected."""
     message = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, ValueError | OSError):
+    if isinstance(error, ValueError | OSError | StrictDataclassError):
         return message
     frame = traceback.extract_tb(error.__traceback__)[-1]
     location = f"{Path(frame.filename).name}:{frame.lineno}"

@@ -136,11 +136,35 @@ def write_model_card(
     if info is None:
         info = read_card_info(folder)
     if not info.training and (folder / LOG_HISTORY_FILE).is_file():
-        info.training = _training_from_log(json.loads((folder / LOG_HISTORY_FILE).read_text(encoding="utf-8")))
+        info.training = _training_from_log(_read_log_history(folder / LOG_HISTORY_FILE))
     if save_info:
         write_text_atomic(folder / CARD_INFO_FILE, json.dumps(asdict(info), indent=1, ensure_ascii=False))
     write_text_atomic(folder / "README.md", str(build_model_card(config, info, parameters)))
     return folder / "README.md"
+
+
+def _read_log_history(path: Path) -> list[dict]:
+    """The Trainer log history saved at `path` (`trainer.state.log_history`), checked: a JSON list of objects, each
+    entry with a `loss` also holding a numeric loss and the integer `step` it was logged at. A ValueError names the
+    file and, for a bad entry, its index and key, so the card is never built from a half-read log."""
+    fix = "fix it, or delete it to leave the card's training section unrecorded."
+    try:
+        history = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is damaged (not valid JSON: {error}); {fix}") from error
+    if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
+        raise ValueError(
+            f'{path} must be a JSON list of log entries (objects such as {{"loss": 2.5, "step": 20}}); {fix}'
+        )
+    for index, entry in enumerate(history):
+        if "loss" not in entry:
+            continue
+        if "step" not in entry:
+            raise ValueError(f"{path}: entry {index} has a loss but no 'step' key (the step it was logged at); {fix}")
+        for key, kind, expected in (("loss", (int, float), "a number"), ("step", int, "an integer")):
+            if isinstance(entry[key], bool) or not isinstance(entry[key], kind):
+                raise ValueError(f"{path}: entry {index} has {key}={entry[key]!r}, which must be {expected}; {fix}")
+    return history
 
 
 def _training_from_log(log_history: list[dict]) -> str:

@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 POSITION_ENCODINGS = ("learned_2d", "rotary_2d")
@@ -24,6 +25,11 @@ DEFAULT_SPECIAL_TOKEN_IDS = {
 }
 
 
+# `strict` checks every field against its annotation when it is set (at construction, in `from_dict`, and on later
+# assignment), as transformers' own configs do: `GLMConfig(hidden_size="64")` names the field, the value and the
+# expected type, instead of failing later inside a comparison. A bool is not accepted for an int, nor a float for an
+# int; the float fields are annotated `float | int` so that `rope_theta=10000` or a JSON `0` dropout still loads.
+@strict
 class GLMConfig(PreTrainedConfig):
     r"""
     Configuration of a GLM model (Du et al., 2022, "GLM: General Language Model Pretraining with Autoregressive
@@ -111,19 +117,19 @@ class GLMConfig(PreTrainedConfig):
     max_position_embeddings: int = 1025
     hidden_act: str = "gelu_pytorch_tanh"
     position_encoding: str = "learned_2d"
-    rope_theta: float = 10000.0
+    rope_theta: float | int = 10000.0
     rope_fp16_frequencies: bool = False
     layernorm_style: str = "pre"
-    post_ln_alpha: float | None = None
+    post_ln_alpha: float | int | None = None
     use_glu: bool = False
-    embedding_grad_shrink: float = 1.0
+    embedding_grad_shrink: float | int = 1.0
     attention_softmax_in_fp32: bool = True
-    attention_scale: float = 1.0
+    attention_scale: float | int = 1.0
     qkv_bias: bool = True
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    layer_norm_eps: float = 1e-5
-    initializer_range: float = 0.02
+    hidden_dropout: float | int = 0.1
+    attention_dropout: float | int = 0.1
+    layer_norm_eps: float | int = 1e-5
+    initializer_range: float | int = 0.02
     tie_word_embeddings: bool = True
     use_cache: bool = True
     choice_scoring: str = "mean"

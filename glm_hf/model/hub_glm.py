@@ -84,6 +84,26 @@ def _loading_error(path: str, error: Exception) -> OSError:
     )
 
 
+def _saving_error(folder: str, error: SafetensorError) -> OSError:
+    """A clear error for weights safetensors could not write (its own message names no file): which file is in the
+    way, and what to do. The file is the first weight file in `folder` that is a directory or cannot be written
+    (read-only, or immutable even for root); the folder itself when none is."""
+    weight_files = sorted(Path(folder).glob("*.safetensors"))
+    blocked = next((path for path in weight_files if path.is_dir() or not os.access(path, os.W_OK)), None)
+    if blocked is None:
+        return OSError(
+            f"could not write the model weights into {folder} ({error}); check that the folder is writable and has "
+            "free space, or save into another folder."
+        )
+    if blocked.is_dir():
+        problem, fix = "is a directory", "remove or rename that directory"
+    else:
+        problem, fix = "cannot be replaced", "make it writable (chmod u+w; chattr -i if `lsattr` shows it immutable)"
+    return OSError(
+        f"could not write the model weights: {blocked} {problem} ({error}); {fix}, or save into another folder."
+    )
+
+
 @dataclass
 class PackageServices:
     """What the installed glm_hf package adds to saving and loading (set by `import glm_hf`).
@@ -109,7 +129,10 @@ class GLMHubMixin:
         `AutoModel*.from_pretrained(folder, trust_remote_code=True)` works without glm_hf; with glm_hf installed,
         also a filled model card `README.md` unless the folder already has one."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.remote_code_auto_map}
-        result = super().save_pretrained(save_directory, *args, **kwargs)
+        try:
+            result = super().save_pretrained(save_directory, *args, **kwargs)
+        except SafetensorError as error:
+            raise _saving_error(str(save_directory), error) from error
         if not kwargs.get("is_main_process", True):
             return result
         for module in sorted(Path(__file__).parent.glob("*.py")):

@@ -110,10 +110,13 @@ def pretrain(
             f"the tokenizer has {len(tokenizer)} tokens but the model only {config.vocab_size} embeddings; "
             "set config.vocab_size = len(tokenizer)."
         )
-    if config.position_encoding == "learned_2d" and config.max_position_embeddings < row_length + 2:
+    # Both position encodings bound the 2D positions by max_position_embeddings (the learned tables' rows; for
+    # rotary_2d, the longest Part A and span the model accepts), so a row too long would fail at a training step.
+    if config.max_position_embeddings < row_length + 2:
         raise ValueError(
-            f"max_position_embeddings={config.max_position_embeddings} cannot cover rows of {row_length} tokens "
-            f"and their spans; use at least {row_length + 2}."
+            f"row_length={row_length} needs positions up to {row_length + 1} (a row's Part A and its spans), past "
+            f"max_position_embeddings={config.max_position_embeddings} of the {config.position_encoding} config; "
+            f"use row_length <= {config.max_position_embeddings - 2} or max_position_embeddings >= {row_length + 2}."
         )
     torch.manual_seed(seed)
     rows = packed_dataset(texts, tokenizer, row_length, text_column)

@@ -1,6 +1,7 @@
 """Model cards: the template fills from config and run info; YAML parses; demo/convert/pretrain/card write them."""
 
 import json
+import re
 
 import pytest
 from huggingface_hub import ModelCard
@@ -55,6 +56,22 @@ def test_card_command_rewrites_from_card_info_and_log_history(tmp_path):
     assert json.loads((tmp_path / "card_info.json").read_text())["title"] == "Tiny"
     with pytest.raises(SystemExit, match="no config.json"):
         main(["card", str(tmp_path / "missing")])
+
+
+@pytest.mark.parametrize(
+    ("log", "message"),
+    [
+        ('[{"loss": 4.0, "step": 10},', "is damaged \\(not valid JSON"),
+        ('{"loss": 4.0, "step": 10}', "must be a JSON list of log entries"),
+        ('[{"loss": 4.0, "step": 10}, {"loss": 2.5}]', "entry 1 has a loss but no 'step' key"),
+        ('[{"loss": "low", "step": 10}]', "entry 0 has loss='low', which must be a number"),
+    ],
+)
+def test_card_command_names_a_bad_log_history_and_its_entry(tmp_path, log, message):
+    tiny_model().save_pretrained(tmp_path)
+    (tmp_path / "log_history.json").write_text(log)
+    with pytest.raises(SystemExit, match=f"glm-hf card: {re.escape(str(tmp_path / 'log_history.json'))}:? {message}"):
+        main(["card", str(tmp_path)])
 
 
 def test_write_model_card_without_info_uses_defaults(tmp_path):

@@ -10,6 +10,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tokenizers import Tokenizer, models
+from transformers import PreTrainedTokenizerFast
 
 from glm_hf import GLMTokenizer
 from glm_hf.model.blank_infilling import build_attention_mask, part_a_length
@@ -345,6 +347,25 @@ def test_batches_train_a_model(tokenizer):
 def test_bad_settings_raise(tokenizer, kwargs, message):
     with pytest.raises(ValueError, match=message):
         DataCollatorForBlankInfilling(tokenizer, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_a_tokenizer_without_the_glm_tokens_is_refused_at_construction(kind):
+    """A GPT-2 or BERT tokenizer has no [sMASK], [gMASK], <|startofpiece|> or <|endofpiece|>; the collator said so
+    only with an AttributeError (`smask_token_id`)."""
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[MASK]": 2, "<|endoftext|>": 3, "Paris": 4, "Tokyo": 5}
+    if kind == "gpt2":
+        backend = Tokenizer(models.BPE(vocab, [], unk_token="[UNK]"))
+        other = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", unk_token="[UNK]")
+        missing = "mask_token, smask_token, gmask_token, sop_token, eop_token, pad_token"
+    else:
+        backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+        other = PreTrainedTokenizerFast(
+            tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]"
+        )
+        missing = "smask_token, gmask_token, sop_token, eop_token"
+    with pytest.raises(ValueError, match=f"needs a GLM tokenizer.*has no {missing}\\..*GLMTokenizer.from_pretrained"):
+        DataCollatorForBlankInfilling(other)
 
 
 def test_stock_trainer_pretrains_with_the_collator(tokenizer, tmp_path):

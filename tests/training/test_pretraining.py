@@ -1,6 +1,7 @@
 """Pretraining helpers: packing, the Trainer run, blank filling, loss curve and model card; the pretrain CLI."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -70,6 +71,17 @@ def test_pretrain_lowers_the_loss_and_checks_sizes(tokenizer, tmp_path):
         pretrain(texts, tokenizer, small_config(tokenizer, max_position_embeddings=20), tmp_path, **options)
     with pytest.raises(ValueError, match="fewer than one batch"):
         pretrain(texts.select(range(3)), tokenizer, small_config(tokenizer), tmp_path, **options)
+
+
+@pytest.mark.parametrize("position_encoding", ["learned_2d", "rotary_2d"])
+def test_pretrain_refuses_rows_past_the_positions_before_training(tokenizer, tmp_path, position_encoding):
+    """Rotary models bound positions by max_position_embeddings too; pretrain() checked only learned ones, so a rotary
+    run failed at a training step with a message about generation."""
+    config = small_config(tokenizer, position_encoding=position_encoding, max_position_embeddings=20)
+    expected = "row_length=24 needs positions up to 25.*max_position_embeddings=20.*row_length <= 18 or .* >= 26"
+    with pytest.raises(ValueError, match=expected):
+        pretrain(Dataset.from_dict({"text": TEXTS}), tokenizer, config, tmp_path, row_length=24, max_steps=2)
+    assert not list(tmp_path.iterdir())  # refused before the Trainer ran
 
 
 def test_fill_blanks_in_batches_equals_one_at_a_time(tokenizer):
@@ -148,3 +160,8 @@ def test_pretrain_command_reports_bad_input(tmp_path):
     (tmp_path / "a.txt").write_text("Paris.", encoding="utf-8")
     with pytest.raises(SystemExit, match="not both"):
         main(["pretrain", "--train-file", str(tmp_path / "a.txt"), str(data), "--output", str(tmp_path / "m")])
+    (tmp_path / "newline.jsonl").write_text("\n", encoding="utf-8")
+    (tmp_path / "blank.json").write_text(" \r\n\t\n", encoding="utf-8")
+    for files in ([tmp_path / "newline.jsonl"], [data, tmp_path / "blank.json"]):
+        with pytest.raises(SystemExit, match=re.escape(f"{files[-1]} holds no documents (only whitespace)")):
+            main(["pretrain", "--train-file", *map(str, files), "--output", str(tmp_path / "m")])
