@@ -15,6 +15,23 @@ from ..model.blank_infilling import batch_infilling, infilling_arrays
 OBJECTIVES = ("token", "sentence", "document")
 # The tokens every layout uses: the three blanks, the span start / end, and the padding of the batch.
 GLM_TOKENS = ("mask_token", "smask_token", "gmask_token", "sop_token", "eop_token", "pad_token")
+
+
+def require_glm_tokenizer(tokenizer, user: str) -> None:
+    """Raises a ValueError, saying how to get a GLM tokenizer, when `tokenizer` lacks a token GLM's layouts need (a
+    GPT-2 or BERT tokenizer has no `[sMASK]`, `[gMASK]`, `<|startofpiece|>` or `<|endofpiece|>`); `user` names the
+    collator that needs it."""
+    missing = [name for name in GLM_TOKENS if not isinstance(getattr(tokenizer, f"{name}_id", None), int)]
+    if missing:
+        raise ValueError(
+            f"{user} needs a GLM tokenizer (glm_hf.GLMTokenizer, with the [MASK], [sMASK], [gMASK], "
+            f"<|startofpiece|>, <|endofpiece|> and padding tokens); the given {type(tokenizer).__name__} has no "
+            f"{', '.join(missing)}. Load a GLM model's tokenizer with GLMTokenizer.from_pretrained(folder), train one "
+            "with GLMTokenizer.train_bpe(texts) (or `glm-hf tokenizer train`), or wrap a tokenizers.Tokenizer holding "
+            "those tokens with GLMTokenizer.from_backend(backend)."
+        )
+
+
 SENTENCE_ENDS = (".", "!", "?", "。", "！", "？", "…")
 
 
@@ -73,7 +90,7 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
     entropy: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._check_tokenizer()
+        require_glm_tokenizer(self.tokenizer, type(self).__name__)
         self._check_settings()
         self.entropy = np.random.SeedSequence(self.seed).entropy
         lengths = np.arange(1, self.max_span_length + 1)
@@ -100,20 +117,6 @@ class DataCollatorForBlankInfilling(DataCollatorMixin):
         self.is_sentence_end = np.zeros(self.vocab_size, dtype=bool)
         self.is_sentence_end[self.sentence_end_token_ids] = True
         self.objective_cdf = np.cumsum(self.objective_probs)
-
-    def _check_tokenizer(self) -> None:
-        """Raises a ValueError, saying how to get a GLM tokenizer, when the tokenizer lacks a token the layouts need
-        (a GPT-2 or BERT tokenizer has no `[sMASK]`, `[gMASK]`, `<|startofpiece|>` or `<|endofpiece|>`)."""
-        missing = [name for name in GLM_TOKENS if not isinstance(getattr(self.tokenizer, f"{name}_id", None), int)]
-        if missing:
-            raise ValueError(
-                f"DataCollatorForBlankInfilling needs a GLM tokenizer (glm_hf.GLMTokenizer, with the [MASK], [sMASK], "
-                f"[gMASK], <|startofpiece|>, <|endofpiece|> and padding tokens); the given "
-                f"{type(self.tokenizer).__name__} has no {', '.join(missing)}. Load a GLM model's tokenizer with "
-                "GLMTokenizer.from_pretrained(folder), train one with GLMTokenizer.train_bpe(texts) (or `glm-hf "
-                "tokenizer train`), or wrap a tokenizers.Tokenizer holding those tokens with "
-                "GLMTokenizer.from_backend(backend)."
-            )
 
     def _check_settings(self) -> None:
         """Raises a ValueError saying what to change for settings that would fail later or give wrong batches."""

@@ -13,6 +13,7 @@ import torch
 from transformers import EvalPrediction, PreTrainedTokenizerBase
 
 from ..model.blank_infilling import batch_infilling, infilling_example
+from .collator import require_glm_tokenizer
 
 
 @dataclass
@@ -27,6 +28,9 @@ class DataCollatorForGLMSeq2Seq:
     max_source_length: int | None = None
     max_target_length: int | None = None
     pad_to_multiple_of: int | None = None
+
+    def __post_init__(self) -> None:
+        require_glm_tokenizer(self.tokenizer, type(self).__name__)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerFast
 from glm_hf import GLMTokenizer
 from glm_hf.model.blank_infilling import build_attention_mask, part_a_length
 from glm_hf.training.collator import DataCollatorForBlankInfilling
+from glm_hf.training.seq2seq import DataCollatorForGLMSeq2Seq
 from tests.helpers.tiny import GMASK, MASK, SMASK, tiny_model
 
 CORPUS = ["The capital of France is Paris. The capital of Japan is Tokyo! Is it? 北京是中国的首都。东京呢？"] * 40
@@ -349,10 +350,11 @@ def test_bad_settings_raise(tokenizer, kwargs, message):
         DataCollatorForBlankInfilling(tokenizer, **kwargs)
 
 
+@pytest.mark.parametrize("collator", [DataCollatorForBlankInfilling, DataCollatorForGLMSeq2Seq])
 @pytest.mark.parametrize("kind", ["gpt2", "bert"])
-def test_a_tokenizer_without_the_glm_tokens_is_refused_at_construction(kind):
-    """A GPT-2 or BERT tokenizer has no [sMASK], [gMASK], <|startofpiece|> or <|endofpiece|>; the collator said so
-    only with an AttributeError (`smask_token_id`)."""
+def test_a_tokenizer_without_the_glm_tokens_is_refused_at_construction(kind, collator):
+    """A GPT-2 or BERT tokenizer has no [sMASK], [gMASK], <|startofpiece|> or <|endofpiece|>; the collators said so
+    only with an AttributeError (`smask_token_id`, at the first batch for seq2seq)."""
     vocab = {"[PAD]": 0, "[UNK]": 1, "[MASK]": 2, "<|endoftext|>": 3, "Paris": 4, "Tokyo": 5}
     if kind == "gpt2":
         backend = Tokenizer(models.BPE(vocab, [], unk_token="[UNK]"))
@@ -364,8 +366,10 @@ def test_a_tokenizer_without_the_glm_tokens_is_refused_at_construction(kind):
             tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]"
         )
         missing = "smask_token, gmask_token, sop_token, eop_token"
-    with pytest.raises(ValueError, match=f"needs a GLM tokenizer.*has no {missing}\\..*GLMTokenizer.from_pretrained"):
-        DataCollatorForBlankInfilling(other)
+    with pytest.raises(
+        ValueError, match=f"{collator.__name__} needs a GLM tokenizer.*has no {missing}\\..*GLMTokenizer"
+    ):
+        collator(other)
 
 
 def test_stock_trainer_pretrains_with_the_collator(tokenizer, tmp_path):
