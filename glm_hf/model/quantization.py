@@ -28,8 +28,9 @@ ACTIVATIONS = (None, "dynamic_int8")
 class QuantizationSpec:
     """How weights are quantized: `bits` (8 or 4), `method` ("absmax": symmetric, scale only; "zeropoint":
     asymmetric, scale and offset), `group_size` (None: one scale per output row; else per group of that many
-    input columns) and `activations` (None: weight-only; "dynamic_int8": W8A8, activations quantized per call and
-    multiplied with int8 kernels on CPU, which needs bits=8, absmax, per-row scales)."""
+    input columns) and `activations` (None: weight-only; "dynamic_int8": activations quantized to int8 per call and
+    multiplied with torch's int8 kernel on CPU, which needs absmax codes and one scale per row: W8A8 with bits=8,
+    W4A8 with bits=4, whose int4 codes are stored packed and widened to int8 for the kernel)."""
 
     bits: int = 8
     method: str = "absmax"
@@ -46,10 +47,11 @@ class QuantizationSpec:
             raise ValueError(f"group_size must be None or an even number >= 2 (an int), got {group!r}.")
         if self.activations not in ACTIVATIONS:
             raise ValueError(f"activations must be one of {ACTIVATIONS}, got {self.activations!r}.")
-        if self.activations and (self.bits, self.method, self.group_size) != (8, "absmax", None):
+        if self.activations and (self.method, self.group_size) != ("absmax", None):
             raise ValueError(
-                "activations='dynamic_int8' (W8A8) needs bits=8, method='absmax' and group_size=None: the int8 "
-                "kernels take one scale per output row."
+                "activations='dynamic_int8' (W8A8, or W4A8 with bits=4) needs method='absmax' and group_size=None: "
+                "the int8 kernel takes integer codes centred on zero with one scale per output row, so it cannot "
+                "apply zero-point offsets (not whole codes) or a scale per group of columns."
             )
 
     def groups(self, in_features: int) -> int:
@@ -67,9 +69,10 @@ class QuantizationSpec:
         return in_features // self.group_size
 
     def describe(self) -> str:
-        """A short human name, e.g. "int4 zeropoint, groups of 64" or "int8 absmax, per row, W8A8"."""
+        """A short human name, e.g. "int4 zeropoint, groups of 64", "int8 absmax, per row, W8A8" or
+        "int4 absmax, per row, W4A8"."""
         grouping = "per row" if self.group_size is None else f"groups of {self.group_size}"
-        return f"int{self.bits} {self.method}, {grouping}" + (", W8A8" if self.activations else "")
+        return f"int{self.bits} {self.method}, {grouping}" + (f", W{self.bits}A8" if self.activations else "")
 
 
 def _is_int(value: object) -> bool:
@@ -140,8 +143,8 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
 class QuantizedLinear(nn.Module):
     """A linear layer with quantized weights (buffers `weight`: the integer codes, `weight_scale`, and
     `weight_offset` for zero-point) and a float bias. The forward pass uses a kept int8 kernel where one was
-    measured to help (W8A8 on CPU, weight-only int8 on CUDA) and otherwise dequantizes and multiplies, which is
-    correct everywhere. Built empty (for loading a quantized checkpoint) or with `from_linear`."""
+    measured to help (W8A8 and W4A8 on CPU, weight-only int8 on CUDA) and otherwise dequantizes and multiplies,
+    which is correct everywhere. Built empty (for loading a quantized checkpoint) or with `from_linear`."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, spec: QuantizationSpec):
         super().__init__()
@@ -196,21 +199,26 @@ class QuantizedLinear(nn.Module):
         return out.reshape(*x.shape[:-1], -1)
 
     def _dynamic_int8(self, x: torch.Tensor) -> torch.Tensor:
-        """W8A8 on CPU: torch's quantized-engine dynamic linear (fbgemm/x86) on the int8 codes, prepacked once.
-        Measured on the project's AVX2 CPU: 4-19x faster than fp32 for layers of 768 columns and more, slower for
-        tiny ones (see benchmarks/bench_quantization.py)."""
+        """W8A8 (and W4A8) on CPU: torch's quantized-engine dynamic linear (fbgemm/x86) on the int8 codes,
+        prepacked once; int4 codes are widened to int8 for it (packed int4 stays the stored form, the kernel's
+        prepacked copy is int8). Measured on the project's AVX2 CPU: 4-19x faster than fp32 for layers of 768
+        columns and more, slower for tiny ones (see benchmarks/bench_quantization.py and bench_int8_kernels.py).
+
+        Activations are quantized to uint8 per call. With int8 codes they use 7 bits (`reduce_range`): AVX2's
+        u8 x s8 pair sums saturate in int16 otherwise (2 * 255 * 127 > 32767). Int4 codes (-8..7) keep pair sums
+        within 2 * 255 * 8, so W4A8 keeps all 8 bits, halving its activation rounding."""
         key = (self.weight.data_ptr(), self.weight_scale.data_ptr())
         if getattr(self, "_packed_key", None) != key:
+            codes = unpack_int4(self.weight) if self.spec.bits == 4 else self.weight
             with warnings.catch_warnings():  # torch marks quantized tensors deprecated; their kernels are kept
                 warnings.simplefilter("ignore", UserWarning)
                 zeros = torch.zeros(self.out_features, dtype=torch.long)
-                codes = torch._make_per_channel_quantized_tensor(
-                    self.weight, self.weight_scale[:, 0].double(), zeros, 0
-                )
+                codes = torch._make_per_channel_quantized_tensor(codes, self.weight_scale[:, 0].double(), zeros, 0)
                 self._packed = torch.ops.quantized.linear_prepack(codes, self.bias)
             self._packed_key = key
         flat = x.reshape(-1, self.in_features).contiguous()
-        return torch.ops.quantized.linear_dynamic(flat, self._packed, True).reshape(*x.shape[:-1], -1)
+        reduce_range = self.spec.bits == 8
+        return torch.ops.quantized.linear_dynamic(flat, self._packed, reduce_range).reshape(*x.shape[:-1], -1)
 
     def extra_repr(self) -> str:
         spec = self.spec

@@ -168,8 +168,6 @@ def test_w8a8_uses_int8_kernels_and_stays_close_to_weight_only(tmp_path):
     reloaded = GLMForConditionalGeneration.from_pretrained(tmp_path / "w8a8").eval()
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, logits["w8a8"])
-    with pytest.raises(ValueError, match="W8A8"):
-        GLMQuantizationConfig(bits=4, activations="dynamic_int8")
 
 
 def test_gpu_int8_kernel_computes_the_same_product_as_dequantizing():
@@ -338,3 +336,104 @@ def test_quantization_config_rejects_silently_wrong_values(options, message):
 def test_int4_layer_with_an_odd_input_width_is_refused_when_built():
     with pytest.raises(ValueError, match="in_features must be even"):
         QuantizedLinear(15, 4, bias=False, spec=QuantizationSpec(4))
+
+
+W4A8 = dict(bits=4, activations="dynamic_int8")
+
+
+def test_w4a8_layer_multiplies_int4_codes_with_8_bit_activations():
+    """W4A8 widens the int4 codes to int8 for the quantized engine's kernel and quantizes activations to all 8 bits
+    (W8A8 uses 7: int8 codes could saturate AVX2's int16 pair sums, int4 codes cannot). Activations already on a
+    256-level grid, spanning it from end to end, therefore pass unrounded: the output is the float product with
+    the dequantized int4 weight, to float rounding."""
+    torch.manual_seed(0)
+    layer = QuantizedLinear.from_linear(torch.nn.Linear(64, 48), QuantizationSpec(4, activations="dynamic_int8"))
+    assert layer.weight.dtype == torch.uint8 and layer.weight.shape == (48, 32)
+    step, zero = 2.0**-5, 100  # the grid: (0..255 - zero) * step; the kernel finds this step and zero point
+    x = (torch.randint(0, 256, (2, 3, 64)) - zero) * step
+    x[0, 0, :2] = torch.tensor([-zero, 255 - zero]) * step
+    expected = torch.nn.functional.linear(x, dequantize_weight(layer.quantized_weight()), layer.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    assert hasattr(layer, "_packed")  # the int8 kernel ran
+
+
+def test_w4a8_model_stays_close_to_weight_only_int4(tmp_path):
+    """W4A8 differs from weight-only int4 only by rounding each linear layer's input to 256 levels per tensor (a
+    step of 1/255 of its range, about 0.4%); through the tiny model's 8 quantized layers that stays within 1-2% of
+    the largest logit (0.05 leaves room, as for W8A8)."""
+    from glm_hf import GLMForConditionalGeneration
+    from glm_hf.model.quantization import GLMQuantizationConfig
+
+    tiny_model(initializer_range=0.05).save_pretrained(tmp_path)
+    ids = torch.tensor([[10, 11, 4, 12, 13, 14, 15]])
+    logits = {}
+    for name, activations in (("int4", None), ("w4a8", "dynamic_int8")):
+        config = GLMQuantizationConfig(bits=4, activations=activations)
+        quantized = GLMForConditionalGeneration.from_pretrained(tmp_path, quantization_config=config).eval()
+        with torch.no_grad():
+            logits[name] = quantized(ids).logits
+    assert hasattr(quantized.glm.layers[0].mlp.dense_h_to_4h, "_packed")
+    relative = (logits["w4a8"] - logits["int4"]).abs().max() / logits["int4"].abs().max()
+    assert 0 < relative < 0.05
+
+
+def test_w4a8_folders_hold_int4_codes_and_reload_bit_exact(tmp_path):
+    """int4 on disk, int8 only in the kernel's packed copy: the saved folder holds the packed int4 codes and
+    scales; quantizing after or while loading gives the same model, and saving, reloading and saving again gives
+    the same state dict, the same logits and the same file, byte for byte. The tied output layer is quantized too,
+    so the int4 codes of the embedding matrix go through the same path."""
+    from glm_hf import GLMForConditionalGeneration
+
+    ids = torch.tensor([[10, 11, 4, 12, 13]])
+    models = _quantized_the_two_ways(tmp_path / "float", dict(W4A8, modules_to_not_convert=[]))
+    with torch.no_grad():
+        assert torch.equal(models["quantize"](ids).logits, models["from_pretrained"](ids).logits)
+    model = models["from_pretrained"]
+    model.save_pretrained(tmp_path / "w4a8")
+    reloaded = GLMForConditionalGeneration.from_pretrained(tmp_path / "w4a8").eval()
+    assert reloaded.config.quantization_config.to_dict() == model.config.quantization_config.to_dict()
+    state, again = model.state_dict(), reloaded.state_dict()
+    assert state.keys() == again.keys()
+    for key, tensor in state.items():
+        assert again[key].dtype == tensor.dtype and torch.equal(again[key], tensor), key
+    assert state["lm_head.weight"].dtype == state["glm.layers.0.mlp.dense_h_to_4h.weight"].dtype == torch.uint8
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, model(ids).logits)
+    assert hasattr(reloaded.lm_head, "_packed")
+    reloaded.save_pretrained(tmp_path / "again")
+    saved = (tmp_path / "w4a8" / "model.safetensors").read_bytes()
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == saved
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [(dict(group_size=16), "a scale per group of columns"), (dict(method="zeropoint"), "zero-point offsets")],
+    ids=str,
+)
+def test_w4a8_refuses_grouped_and_zero_point_int4(options, reason):
+    """The int8 kernel takes one scale per output row and codes centred on zero: a scale per group would need one
+    kernel call per group, and zero-point offsets are not whole codes, so neither fits; W8A8 refuses them alike."""
+    from glm_hf.model.quantization import GLMQuantizationConfig
+
+    for bits in (4, 8):
+        with pytest.raises(ValueError, match=rf"dynamic_int8.*needs method='absmax' and group_size=None.*{reason}"):
+            GLMQuantizationConfig(bits=bits, activations="dynamic_int8", **options)
+
+
+def test_quantize_command_writes_w4a8_folders(tmp_path):
+    from glm_hf import GLMForConditionalGeneration
+    from glm_hf.cli import main
+
+    tiny_model(initializer_range=0.05).save_pretrained(tmp_path / "float")
+    main(["quantize", str(tmp_path / "float"), str(tmp_path / "w4a8"), "--bits", "4", "--activations", "dynamic_int8"])
+    model = GLMForConditionalGeneration.from_pretrained(tmp_path / "w4a8").eval()
+    assert model.config.quantization_config.spec.describe() == "int4 absmax, per row, W4A8"
+    layer = model.glm.layers[0].attention.query_key_value
+    assert layer.weight.dtype == torch.uint8
+    with torch.no_grad():
+        model(torch.tensor([[10, 11, 4, 12]]))
+    assert hasattr(layer, "_packed")
+    command = ["quantize", str(tmp_path / "float"), str(tmp_path / "bad"), "--bits", "4", "--activations"]
+    with pytest.raises(SystemExit, match="group_size=None"):
+        main([*command, "dynamic_int8", "--group-size", "16"])
