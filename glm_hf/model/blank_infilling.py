@@ -5,17 +5,24 @@ Part B (the spans, each `<|startofpiece|> span`). Part A attends bidirectionally
 of A and causally within B. Every token has a 2D position (position, block position): Part A token i gets (i, 0);
 the k-th token of a span gets (position of its blank in A, k).
 
-Sections: positions and masks from tokens; reading and checking what callers pass the model (`model_layout`);
-the causal head's left-to-right layout; generation (prompts, continuation, left padding); training examples;
+Sections: positions and masks from tokens (a mask is a `MaskRule`, carried by a `LayoutMask` until it takes the
+form of the attention implementation: dense tensor, flex attention's `BlockMask`, or none for plain causal
+attention); reading and checking what callers pass the model (`model_layout`); the causal head's left-to-right
+layout (padding, packed rows, 4D masks); generation (prompts, continuation, left padding); training examples;
 multiple choice and cloze scoring. The heads, `generate()`, the tokenizer builders, the collator and the serving
 engine call these pure functions; no other module derives positions or masks.
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 
 def part_a_length(input_ids: torch.Tensor, sop_token_id: int) -> torch.Tensor:
@@ -139,6 +146,14 @@ def check_attention_mask_4d(attention_mask: torch.Tensor) -> None:
         raise ValueError("An integer 4D attention_mask holds 1 (may attend) and 0 (blocked) only; got other values.")
 
 
+def check_attention_mask(attention_mask: torch.Tensor) -> None:
+    """Refuses a 2D (padding) or 4D mask whose values are of neither form its kind takes."""
+    if attention_mask.dim() == 4:
+        check_attention_mask_4d(attention_mask)
+    elif attention_mask.dim() == 2:
+        check_padding_mask(attention_mask)
+
+
 def check_part_a_lengths(sep: torch.Tensor, length: int) -> None:
     """Part A lengths (a 1D attention_mask) must lie in [0, length], the tokens of their rows."""
     if sep.numel() and not 0 <= int(sep.min()) <= int(sep.max()) <= length:
@@ -148,39 +163,164 @@ def check_part_a_lengths(sep: torch.Tensor, length: int) -> None:
         )
 
 
+# Attention masks. GLM states each mask as a `MaskRule`: which keys each query may attend to, in the two forms
+# attention implementations read. `LayoutMask` carries a rule and the mask's size until the body knows its attention
+# implementation, and `LayoutMask.for_attention` then gives the mask that implementation's form: a dense boolean
+# tensor for eager and SDPA, a `BlockMask` for flex attention, or None for plain causal attention (SDPA's
+# `is_causal`, no mask tensor at all).
+
+
+class MaskRule(ABC):
+    """Which keys each query may attend to, in two forms: called on index tensors `(batch, head, query, key)` (flex
+    attention's `mask_mod`, evaluated under vmap), and as the boolean tensor `[batch, 1, query, key]` computed by
+    broadcasting (`dense`: eager and SDPA; slices rather than gathers, which compiled CPU code handles less well)."""
+
+    @abstractmethod
+    def __call__(
+        self, batch: torch.Tensor, head: torch.Tensor, query: torch.Tensor, key: torch.Tensor
+    ) -> torch.Tensor:
+        """Whether query `query` of row `batch` may attend to key `key`."""
+
+    @abstractmethod
+    def dense(self, batch: int, query_length: int, key_length: int, device) -> torch.Tensor:
+        """The "may attend" tensor `[batch, 1, query_length, key_length]`."""
+
+
+def glm_rule(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    sep: torch.Tensor | None,
+    key_seen: torch.Tensor | None,
+    same_document: torch.Tensor | None,
+) -> torch.Tensor:
+    """GLM's mask on query and key indices (broadcast together): causal, or key inside the row's Part A
+    (`key < sep`); keys not `key_seen` and keys of another document are hidden; each query always sees itself, so a
+    padding query never has an empty row (which would turn the softmax into NaN)."""
+    allowed = key <= query
+    if sep is not None:
+        allowed = allowed | (key < sep)
+    if key_seen is not None:
+        allowed = allowed & key_seen
+    if same_document is not None:
+        allowed = allowed & same_document
+    return allowed | (key == query)
+
+
+class GLMMask(MaskRule):
+    """GLM's mask (`glm_rule`) over `key_length` keys.
+
+    `sep` `[batch]`: each row's Part A length (None: no Part A). `query_offset`: the number of cached tokens before
+    the queries (an int, or the 0-d tensor a static cache counts in: nothing is read on the host). `padding_mask`
+    covers the tokens seen so far (`[batch, query_offset + query_length]`, or a static cache's every slot); keys
+    where it is False, and key slots past it (a static cache's unused tail), are hidden. `documents`
+    (`[batch, keys]`, see `document_ids`; rows without cached tokens) hides keys of another document than the
+    query's.
+    """
+
+    def __init__(
+        self,
+        sep: torch.Tensor | None,
+        key_length: int,
+        padding_mask: torch.Tensor | None = None,
+        query_offset: int | torch.Tensor = 0,
+        documents: torch.Tensor | None = None,
+    ):
+        if padding_mask is not None:
+            padding_mask = padding_mask.bool()[:, :key_length]
+            padding_mask = nn.functional.pad(padding_mask, (0, key_length - padding_mask.shape[-1]), value=False)
+        self.sep, self.padding_mask, self.query_offset, self.documents = sep, padding_mask, query_offset, documents
+
+    def __call__(
+        self, batch: torch.Tensor, head: torch.Tensor, query: torch.Tensor, key: torch.Tensor
+    ) -> torch.Tensor:
+        sep, padding, documents = self.sep, self.padding_mask, self.documents
+        return glm_rule(
+            query + self.query_offset,
+            key,
+            None if sep is None else sep[batch],
+            None if padding is None else padding[batch, key],
+            None if documents is None else documents[batch, query] == documents[batch, key],
+        )
+
+    def dense(self, batch: int, query_length: int, key_length: int, device) -> torch.Tensor:
+        sep, padding, documents = self.sep, self.padding_mask, self.documents
+        query = (torch.arange(query_length, device=device) + self.query_offset).view(1, 1, -1, 1)
+        key = torch.arange(key_length, device=device).view(1, 1, 1, -1)
+        allowed = glm_rule(
+            query,
+            key,
+            None if sep is None else sep.view(-1, 1, 1, 1),
+            None if padding is None else padding[:, None, None, :],
+            None if documents is None else documents[:, None, :query_length, None] == documents[:, None, None, :],
+        )
+        return allowed.expand(batch, 1, query_length, key_length)
+
+
+class TensorMask(MaskRule):
+    """The rule of a boolean "may attend" tensor `[batch, 1, query, key]` (a caller's 4D mask)."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask
+
+    def __call__(
+        self, batch: torch.Tensor, head: torch.Tensor, query: torch.Tensor, key: torch.Tensor
+    ) -> torch.Tensor:
+        return self.mask[batch, 0, query, key]
+
+    def dense(self, batch: int, query_length: int, key_length: int, device) -> torch.Tensor:
+        return self.mask
+
+
+@dataclass(frozen=True)
+class LayoutMask:
+    """An attention mask as GLM states it, before it takes the form the attention implementation reads.
+
+    `rule` covers `batch` rows, `query_length` queries and `key_length` keys; None is plain causal attention with
+    the queries aligned to the last keys, which only arises where that needs no mask tensor: a sequence without
+    cached keys (queries = keys), or one new token that sees every cached one.
+    """
+
+    rule: MaskRule | None
+    batch: int
+    query_length: int
+    key_length: int
+    device: torch.device
+
+    def for_attention(self, implementation: str | None) -> "torch.Tensor | BlockMask | None":
+        """The mask in the form `implementation` reads: a `BlockMask` for flex attention (None for one query that
+        sees every key), None for plain causal attention elsewhere (SDPA's `is_causal`, eager's causal default),
+        else the dense boolean tensor."""
+        if implementation == "flex_attention":
+            return self.block_mask()
+        if self.rule is None:
+            return None
+        return self.rule.dense(self.batch, self.query_length, self.key_length, self.device)
+
+    def block_mask(self) -> "BlockMask | None":
+        """Flex attention's `BlockMask` of this mask: blocks in which no query sees any key are skipped, and the
+        rule is evaluated inside the partly visible ones (GLM's prefix-LM `mask_mod`)."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        rule = self.rule
+        if rule is None:
+            if self.query_length == 1:
+                return None  # flex attention without a block mask sees every key
+            rule = GLMMask(None, self.key_length, query_offset=self.key_length - self.query_length)
+        return create_block_mask(rule, self.batch, None, self.query_length, self.key_length, device=self.device)
+
+
 def build_attention_mask(
     sep: torch.Tensor,
     query_length: int,
     key_length: int,
     padding_mask: torch.Tensor | None = None,
     query_offset: int | torch.Tensor = 0,
-    visible_prefix: int = 0,
 ) -> torch.Tensor:
-    """Boolean "may attend" mask `[batch, 1, query, visible_prefix + key]`: causal, or key inside Part A
-    (`key < sep`).
-
-    `query_offset` is the number of cached tokens before the queries (an int, or the 0-d tensor a static cache
-    counts in: the mask is built on the device either way). `padding_mask` covers the tokens seen so far
-    (`[batch, query_offset + query_length]`); key slots past it (a static cache's unused tail) are hidden. Each
-    query always sees itself, so a padding query never has an empty row (which would turn the softmax into NaN).
-    `visible_prefix` key columns come first and are seen by every query (the left-to-right prefix, see
-    `left_to_right_prefix`).
-    """
-    device = sep.device
-    q = (torch.arange(query_length, device=device) + query_offset).view(1, 1, -1, 1)
-    k = torch.arange(key_length, device=device).view(1, 1, 1, -1)
-    allowed = (k <= q) | (k < sep.view(-1, 1, 1, 1))
-    if padding_mask is not None:
-        seen = padding_mask.bool()[:, :key_length]
-        unused = key_length - seen.shape[-1]
-        if unused > 0:
-            seen = torch.nn.functional.pad(seen, (0, unused), value=False)
-        allowed = allowed & seen[:, None, None, :]
-    allowed = allowed | (k == q)
-    if visible_prefix:
-        prefix = torch.ones(*allowed.shape[:-1], visible_prefix, dtype=torch.bool, device=device)
-        allowed = torch.cat([prefix.expand(allowed.shape[0], -1, -1, -1), allowed], dim=-1)
-    return allowed
+    """GLM's boolean "may attend" tensor `[batch, 1, query, key]` (see `GLMMask`): causal, or key inside Part A
+    (`key < sep`)."""
+    return GLMMask(sep, key_length, padding_mask, query_offset).dense(
+        sep.shape[0], query_length, key_length, sep.device
+    )
 
 
 def check_not_empty(inputs: torch.Tensor) -> None:
@@ -214,14 +354,52 @@ def padding_fits(
     return padding.shape[-1] in (past_length + seq_len, key_length)
 
 
-def check_positions_increase(position_ids: torch.Tensor | None) -> None:
-    """Refuses 1D positions that restart inside a row (packed sequences would attend to each other)."""
-    if position_ids is not None and position_ids.dim() == 2 and position_ids.shape[-1] > 1:
-        if bool((position_ids[:, 1:] < position_ids[:, :-1]).any()):
-            raise ValueError(
-                "1D position_ids restart inside a row: packed sequences (e.g. DataCollatorWithFlattening) would "
-                "attend to each other, which GLM does not support; pad the sequences into separate rows."
-            )
+def previous_real_positions(
+    position_ids: torch.Tensor, padding_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per token of 1D positions `[batch, seq]`: whether it is real (not padding), whether a real token comes before
+    it in its row, and that token's position. The tokens are a row's first (no cached ones); `padding_mask` covers
+    at least them."""
+    seq_len = position_ids.shape[-1]
+    index = torch.arange(seq_len, device=position_ids.device)
+    real = torch.ones_like(position_ids, dtype=torch.bool)
+    if padding_mask is not None:
+        real = real & padding_mask[:, :seq_len].bool()
+    last_real = torch.where(real, index, -1).cummax(dim=-1).values
+    previous = nn.functional.pad(last_real[:, :-1], (1, 0), value=-1)
+    return real, previous >= 0, position_ids.gather(-1, previous.clamp(min=0))
+
+
+def check_positions_increase(position_ids: torch.Tensor | None, padding_mask: torch.Tensor | None = None) -> None:
+    """Refuses 1D positions that go back inside a row among its real tokens: sequences packed into one row would
+    attend to each other in GLM's layouts. Padding's positions are ignored, so transformers' left-padding convention
+    (pads at 1, then 0, 1, ...) passes."""
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[-1] < 2:
+        return
+    real, has_previous, previous = previous_real_positions(position_ids, padding_mask)
+    if bool((real & has_previous & (position_ids < previous)).any()):
+        raise ValueError(
+            "1D position_ids restart inside a row: packed sequences (e.g. DataCollatorWithFlattening) would attend "
+            "to each other in GLM's blank-infilling layouts; pad them into separate rows, or train plain text "
+            "packed with GLMForCausalLM, which reads each restart as a new document."
+        )
+
+
+def document_ids(position_ids: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """Which document each token of a row belongs to `[batch, seq]` (1, 2, ...; padding before a row's first real
+    token 0), for rows that hold several documents one after another (packed, padding-free batches, as
+    `DataCollatorWithFlattening` and TRL's `packing=True` make them): a document starts at every real token whose
+    position does not continue the previous real token's by one, transformers' rule
+    (`masking_utils.find_packed_sequence_indices`). Padding is skipped, so transformers' left-padding convention
+    (pads at 1, then 0, 1, ...) is one document. Computed on the device."""
+    real, has_previous, previous = previous_real_positions(position_ids, padding_mask)
+    starts = real & (~has_previous | (position_ids != previous + 1))
+    return starts.long().cumsum(-1)
+
+
+def several_documents(documents: torch.Tensor) -> bool:
+    """Whether some row of `document_ids` holds more than one document (reads the host)."""
+    return bool((documents[:, -1] > 1).any())
 
 
 def check_model_inputs(
@@ -239,6 +417,8 @@ def check_model_inputs(
             f"input_ids must lie in [0, vocab_size={vocab_size}); got ids from "
             f"{int(input_ids.min())} to {int(input_ids.max())}. Was the tokenizer made for this model?"
         )
+    if isinstance(attention_mask, LayoutMask):
+        return  # a head's own layout, built from inputs it checked
     if attention_mask is not None:
         if attention_mask.dim() <= 1:
             if attention_mask.numel() not in (1, batch) or attention_mask.is_floating_point():
@@ -247,11 +427,10 @@ def check_model_inputs(
                     f"shape {list(attention_mask.shape)} of {attention_mask.dtype}."
                 )
             check_part_a_lengths(attention_mask, seq_len)
-        elif attention_mask.dim() == 4:
-            check_attention_mask_4d(attention_mask)
         else:
-            check_padding_mask(attention_mask)
-    check_positions_increase(position_ids)
+            check_attention_mask(attention_mask)
+    padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+    check_positions_increase(position_ids, None if padding is None else read_padding_mask(padding))
 
 
 def check_position_range(position_ids: torch.Tensor, max_position_embeddings: int) -> None:
@@ -275,8 +454,8 @@ def read_attention_mask(
 ) -> torch.Tensor | None:
     """The attention mask in the form the model computes with: Part A lengths as they are, 2D padding and 4D masks
     as booleans (see `read_padding_mask` / `read_attention_mask_4d` for the additive forms). A 2D mask covers the
-    cached and new tokens, or a static cache's every slot."""
-    if attention_mask is None or attention_mask.dim() <= 1:
+    cached and new tokens, or a static cache's every slot. A `LayoutMask` (a head's own layout) is taken as it is."""
+    if attention_mask is None or isinstance(attention_mask, LayoutMask) or attention_mask.dim() <= 1:
         return attention_mask
     if attention_mask.dim() == 4:
         return read_attention_mask_4d(attention_mask)
@@ -326,56 +505,64 @@ def model_position_ids(
 def model_attention_mask(
     config,
     input_ids: torch.Tensor | None,
-    attention_mask: torch.Tensor | None,
+    attention_mask: torch.Tensor | LayoutMask | None,
     position_ids: torch.Tensor,
     key_length: int,
     past_length: int | torch.Tensor,
     prefix_length: int = 0,
-) -> torch.Tensor | None:
-    """The boolean "may attend" mask `[batch, 1, seq, prefix + keys]` (None: every query sees every key). A 4D
-    mask is taken as it is; Part A lengths and padding masks go through `build_attention_mask`, with Part A read
-    off the tokens (or, for embeddings, the positions). Continuing from a cache, the cached tokens hold Part A."""
+) -> LayoutMask:
+    """The mask over `[batch, seq]` queries and `prefix + keys` keys. A `LayoutMask` (a head's own layout) and a
+    4D mask are taken as they are; Part A lengths and padding masks give GLM's mask (`GLMMask`), with
+    Part A read off the tokens (or, for embeddings, the positions). Continuing from a cache, the cached tokens hold
+    Part A."""
     batch, _, seq_len = position_ids.shape
-    if attention_mask is not None and attention_mask.dim() == 4:
+    device = position_ids.device
+    if isinstance(attention_mask, LayoutMask) or (attention_mask is not None and attention_mask.dim() == 4):
         key_length += prefix_length
-        if attention_mask.shape[0] != batch or attention_mask.shape[-2:] != (seq_len, key_length):
+        shape = (batch, seq_len, key_length)
+        if isinstance(attention_mask, LayoutMask):
+            if (attention_mask.batch, attention_mask.query_length, attention_mask.key_length) != shape:
+                raise ValueError(f"A LayoutMask must cover [batch, seq, keys] = {list(shape)}.")
+            return attention_mask
+        if attention_mask.shape[0] != batch or attention_mask.shape[-2:] != shape[1:]:
             raise ValueError(
                 f"A 4D attention_mask must have shape [batch, 1, seq, keys] (keys: prefix + cached tokens + seq)"
                 f" = {[batch, 1, seq_len, key_length]}, got {list(attention_mask.shape)}."
             )
-        return attention_mask
+        return LayoutMask(TensorMask(attention_mask), *shape, device)
     if prefix_length:
         raise ValueError("prefix_key_values need a 4D attention_mask that covers the prefix keys.")
     if attention_mask is not None and attention_mask.dim() <= 1:
-        sep = attention_mask.to(position_ids.device, torch.long).reshape(-1).expand(batch)
-        return build_attention_mask(sep, seq_len, key_length, None, past_length)
+        sep = attention_mask.to(device, torch.long).reshape(-1).expand(batch)
+        return LayoutMask(GLMMask(sep, key_length, None, past_length), batch, seq_len, key_length, device)
     if isinstance(past_length, int) and past_length > 0 and seq_len == 1 and attention_mask is None:
-        return None  # one new token that sees every cached one
+        return LayoutMask(None, batch, seq_len, key_length, device)  # one new token that sees every cached one
     if input_ids is None:
         sep = part_a_length_from_positions(position_ids)
     else:
         sep = part_a_length(input_ids, config.sop_token_id)
     sep = sep * (past_length == 0)  # decided on the device
-    return build_attention_mask(sep, seq_len, key_length, attention_mask, past_length)
+    return LayoutMask(GLMMask(sep, key_length, attention_mask, past_length), batch, seq_len, key_length, device)
 
 
 def model_layout(
     config,
     input_ids: torch.Tensor | None,
     inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor | None,
+    attention_mask: torch.Tensor | LayoutMask | None,
     position_ids: torch.Tensor | None,
     past_length: int | torch.Tensor,
     key_length: int,
     prefix_length: int = 0,
     check_range: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """What `GLMModel` computes with, from what its caller passed: `[batch, 2, seq]` positions and the boolean
-    attention mask (see `model_position_ids` and `model_attention_mask`). `config` is a `GLMConfig`;
-    `check_range` reads the positions on the host to refuse ones past the position table."""
+) -> tuple[torch.Tensor, "torch.Tensor | BlockMask | None"]:
+    """What `GLMModel` computes with, from what its caller passed: `[batch, 2, seq]` positions and the attention
+    mask in the form `config._attn_implementation` reads (see `model_position_ids`, `model_attention_mask` and
+    `LayoutMask.for_attention`). `config` is a `GLMConfig`; `check_range` reads the positions on the host to refuse
+    ones past the position table."""
     shape = tuple(inputs_embeds.shape[:2])
     attention_mask = read_attention_mask(attention_mask, shape, past_length, key_length)
-    padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+    padding = attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 else None
     position_ids = model_position_ids(
         config, input_ids, padding, position_ids, shape, past_length, inputs_embeds.device
     )
@@ -384,7 +571,7 @@ def model_layout(
     mask = model_attention_mask(
         config, input_ids, attention_mask, position_ids, key_length, past_length, prefix_length
     )
-    return position_ids, mask
+    return position_ids, mask.for_attention(config._attn_implementation)
 
 
 # GLM's left-to-right layout for plain text: the text is one causal Part B span after `[gMASK] <|startofpiece|>`
@@ -419,21 +606,34 @@ def text_positions(
     return positions.index_select(-1, indices)
 
 
-def causal_padding_mask(
+def read_causal_mask(
     attention_mask: torch.Tensor | None, shape: tuple[int, int], past_length: int | torch.Tensor, key_length: int
-) -> torch.Tensor | None:
-    """The causal head's padding mask as booleans; it covers the cached and new tokens, or every slot of a static
-    cache. Refuses other mask forms: GLM layouts belong to the seq2seq head."""
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The causal head's attention mask as booleans: `(padding, None)` for a 2D padding mask (either side; it covers
+    the cached and new tokens, or every slot of a static cache), `(None, mask)` for a 4D "may attend" mask over the
+    caller's tokens `[batch, 1, seq, past + seq]` (boolean, 1/0 or additive), its key slots widened to a static
+    cache's size. Refuses Part A lengths: GLM layouts with blanks belong to the seq2seq head."""
     if attention_mask is None:
-        return None
+        return None, None
     batch, seq_len = shape
+    if attention_mask.dim() == 4:
+        if attention_mask.shape[:3] != (batch, 1, seq_len) or not padding_fits(
+            attention_mask[:, 0, 0], batch, seq_len, past_length, key_length
+        ):
+            raise ValueError(
+                "A 4D attention_mask for GLMForCausalLM says which of the caller's tokens each token may attend to: "
+                f"[batch, 1, seq, past + seq] = {[batch, 1, seq_len, past_length + seq_len]}, got "
+                f"{list(attention_mask.shape)} (the [gMASK] <|startofpiece|> prefix stays visible to every token)."
+            )
+        mask = read_attention_mask_4d(attention_mask)
+        return None, nn.functional.pad(mask, (0, key_length - mask.shape[-1]), value=False)
     if attention_mask.dim() != 2 or not padding_fits(attention_mask, batch, seq_len, past_length, key_length):
         raise ValueError(
-            f"GLMForCausalLM takes a 2D padding mask [batch, past + seq] = {[batch, past_length + seq_len]}, got "
-            f"{list(attention_mask.shape)}; GLM layouts with blanks and Part B spans belong to "
-            "GLMForConditionalGeneration."
+            f"GLMForCausalLM takes a 2D padding mask [batch, past + seq] = {[batch, past_length + seq_len]} (or a 4D "
+            f"mask over its tokens), got {list(attention_mask.shape)}; GLM layouts with blanks and Part B spans "
+            "belong to GLMForConditionalGeneration."
         )
-    return read_padding_mask(attention_mask)
+    return read_padding_mask(attention_mask), None
 
 
 def causal_text_positions(
@@ -443,7 +643,7 @@ def causal_text_positions(
     seq_len: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """The causal head's 1D text positions `[batch, seq]`: as given, or counted from the padding mask."""
+    """The causal head's 1D text positions `[batch or 1, seq]`: as given, or counted from the padding mask."""
     if position_ids is None:
         return text_positions(padding, past_length, seq_len, device)
     if position_ids.dim() != 2 or position_ids.shape[-1] != seq_len:
@@ -454,35 +654,120 @@ def causal_text_positions(
     return position_ids
 
 
-def left_to_right_text_mask(
-    batch: int,
-    text_positions: torch.Tensor,
-    key_length: int,
+def causal_text_mask(
     padding: torch.Tensor | None,
+    mask_4d: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    batch: int,
+    key_length: int,
     past_length: int | torch.Tensor,
-) -> torch.Tensor:
-    """The mask of text (at `text_positions` `[batch or 1, seq]`) read after the prefix's stored keys and values:
-    every query sees the prefix, then the text causally (no Part A)."""
-    seq_len = text_positions.shape[-1]
-    no_part_a = torch.zeros(batch, dtype=torch.long, device=text_positions.device)
-    return build_attention_mask(
-        no_part_a, seq_len, key_length, padding, past_length, visible_prefix=LEFT_TO_RIGHT_PREFIX_LENGTH
+    new_tokens_only: bool,
+    read_host: bool,
+) -> MaskRule | None:
+    """The causal head's mask over the text (the caller's tokens, cached ones first; the prefix left out), None when
+    it is plain causal attention.
+
+    A 4D mask says it all. Otherwise text is read causally, padding hidden; when the caller gave `position_ids` for
+    a row with no cached tokens (`new_tokens_only`), each restart begins a new document (`document_ids`), which sees
+    only itself besides the prefix: packed rows give each document the logits it gets alone. With `read_host`
+    (inputs entering the model, not traced), a padding mask without padding and rows of one document are dropped, so
+    a batch without either is plain causal attention, which needs no mask tensor (SDPA's `is_causal`)."""
+    if mask_4d is not None:
+        return TensorMask(mask_4d)
+    documents = None
+    if position_ids is not None and new_tokens_only:
+        documents = document_ids(position_ids.expand(batch, -1), padding)
+    if read_host:
+        if padding is not None and bool(padding.all()):
+            padding = None
+        if documents is not None and not several_documents(documents):
+            documents = None
+        if padding is None and documents is None and isinstance(past_length, int) and past_length == 0:
+            return None
+    if documents is not None:  # key slots past the tokens (a static cache's) belong to no document
+        documents = nn.functional.pad(documents, (0, key_length - documents.shape[-1]), value=-1)
+    return GLMMask(None, key_length, padding, past_length, documents)
+
+
+def causal_text_layout(
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    shape: tuple[int, int],
+    past_length: int | torch.Tensor,
+    key_length: int,
+    new_tokens_only: bool,
+    read_host: bool,
+    device: torch.device,
+) -> tuple[torch.Tensor, MaskRule | None]:
+    """What the causal head computes with, from what its caller passed: the 1D text positions `[batch or 1, seq]`
+    and the text's mask rule, None for plain causal attention (see `read_causal_mask`, `causal_text_positions`
+    and `causal_text_mask`). `shape`: [batch, seq]."""
+    padding, mask_4d = read_causal_mask(attention_mask, shape, past_length, key_length)
+    positions = causal_text_positions(position_ids, padding, past_length, shape[1], device)
+    text_mask = causal_text_mask(
+        padding, mask_4d, position_ids, shape[0], key_length, past_length, new_tokens_only, read_host
     )
+    return positions, text_mask
+
+
+class LeftToRightMask(MaskRule):
+    """The causal head's mask over the prefix `[gMASK] <|startofpiece|>` and the text: the prefix reads causally
+    (`[gMASK]`, its Part A, sees itself; `<|startofpiece|>` sees both), every text query sees the prefix, and text
+    queries see text keys as `text` says (its indices count from the text's first token). Keys are the prefix's,
+    then the text's; queries are the prefix's and the text's (`prefix_queries`: one sequence, no cache) or the
+    text's only (after the prefix's stored keys and values)."""
+
+    def __init__(self, text: MaskRule, prefix_queries: bool):
+        self.text, self.prefix_queries = text, prefix_queries
+
+    def __call__(
+        self, batch: torch.Tensor, head: torch.Tensor, query: torch.Tensor, key: torch.Tensor
+    ) -> torch.Tensor:
+        prefix = LEFT_TO_RIGHT_PREFIX_LENGTH
+        query = query if self.prefix_queries else query + prefix
+        text = self.text(batch, head, (query - prefix).clamp(min=0), (key - prefix).clamp(min=0))
+        in_prefix = key < prefix
+        return (in_prefix & (key <= query)) | (~in_prefix & (query >= prefix) & text)
+
+    def dense(self, batch: int, query_length: int, key_length: int, device) -> torch.Tensor:
+        prefix = LEFT_TO_RIGHT_PREFIX_LENGTH
+        text_queries = query_length - prefix if self.prefix_queries else query_length
+        text = self.text.dense(batch, text_queries, key_length - prefix, device)
+        rows = torch.cat([text.new_ones(batch, 1, text_queries, prefix), text], dim=-1)
+        if not self.prefix_queries:
+            return rows
+        prefix_rows = torch.ones(prefix, key_length, dtype=torch.bool, device=device).tril()
+        return torch.cat([prefix_rows.expand(batch, 1, -1, -1), rows], dim=2)
+
+
+def left_to_right_text_mask(
+    text_mask: MaskRule | None,
+    batch: int,
+    seq_len: int,
+    key_length: int,
+    past_length: int | torch.Tensor,
+    device: torch.device,
+) -> LayoutMask:
+    """The mask of text read after the prefix's stored keys and values (queries: the text's `seq_len` new tokens;
+    keys: the prefix's, then `key_length` cached and new ones); `text_mask` None is causal."""
+    if text_mask is None:
+        text_mask = GLMMask(None, key_length, query_offset=past_length)
+    rule = LeftToRightMask(text_mask, prefix_queries=False)
+    return LayoutMask(rule, batch, seq_len, LEFT_TO_RIGHT_PREFIX_LENGTH + key_length, device)
 
 
 def left_to_right_sequence(
-    text_positions: torch.Tensor, padding: torch.Tensor | None, batch: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+    text_positions: torch.Tensor, text_mask: MaskRule | None, batch: int
+) -> tuple[torch.Tensor, LayoutMask]:
     """Positions `[batch, 2, 2 + seq]` and mask of the prefix and the text in one sequence (no cache): `[gMASK]`
-    is Part A, `<|startofpiece|>` and the text one causal span."""
+    is Part A, `<|startofpiece|>` and the text one causal span, so with `text_mask` None (plain causal text) the
+    whole sequence is plain causal attention."""
     device = text_positions.device
     prefix = left_to_right_prefix(0, 0)[1].to(device).expand(batch, -1, -1)
     positions = torch.cat([prefix, left_to_right_position_ids(text_positions).expand(batch, -1, -1)], -1)
-    if padding is not None:
-        padding = torch.cat([torch.ones_like(padding[:, :LEFT_TO_RIGHT_PREFIX_LENGTH]), padding], dim=1)
     length = positions.shape[-1]
-    gmask_is_part_a = torch.ones(batch, dtype=torch.long, device=device)
-    return positions, build_attention_mask(gmask_is_part_a, length, length, padding)
+    rule = None if text_mask is None else LeftToRightMask(text_mask, prefix_queries=True)
+    return positions, LayoutMask(rule, batch, length, length, device)
 
 
 def next_position_ids(position_ids: torch.Tensor, num_new_tokens: int = 1) -> torch.Tensor:

@@ -12,7 +12,18 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .blank_infilling import check_model_inputs, model_layout, one_input
+from .blank_infilling import (
+    LEFT_TO_RIGHT_PREFIX_LENGTH,
+    causal_text_layout,
+    check_attention_mask,
+    check_model_inputs,
+    left_to_right_position_ids,
+    left_to_right_prefix,
+    left_to_right_sequence,
+    left_to_right_text_mask,
+    model_layout,
+    one_input,
+)
 from .configuration_glm import GLMConfig
 from .hub_glm import GLMHubMixin
 from .transformers_compat import (
@@ -306,7 +317,8 @@ class GLMModel(GLMPreTrainedModel):
         attention_mask (`torch.Tensor`, *optional*):
             One of: a 2D padding mask `[batch, past + seq]` (1 = token, 0 = padding; Part A ends at the first
             `<|startofpiece|>`), a 1D tensor of Part A lengths `[batch]` (THUDM's compact form), or a 4D boolean
-            "may attend" mask `[batch, 1, seq, past + seq]` for layouts the other forms cannot express.
+            "may attend" mask `[batch, 1, seq, past + seq]` for layouts the other forms cannot express, or a
+            `blank_infilling.LayoutMask` (the heads' own layouts, in the form every attention implementation takes).
         position_ids (`torch.LongTensor`, *optional*): `[batch, 2, seq]` (position, block position); `[batch, seq]`
             means block position 0. Derived from the tokens when omitted (`blank_infilling.build_position_ids`).
         cache (`Cache`, *optional*): the KV cache of earlier tokens (`past_key_values` before transformers 5.24).
@@ -376,4 +388,126 @@ class GLMModel(GLMPreTrainedModel):
         return key_length
 
 
-__all__ = ["GLMBlock", "GLMModel", "GLMPreTrainedModel", "PrefixedKeyValues"]
+class GLMLeftToRightModel(GLMModel):
+    """`GLMModel` reading plain text strictly left to right, in GLM's own left-to-right layout: after
+    `[gMASK] <|startofpiece|>`, as one causal Part B span filling a `[gMASK]` at position 0 (text token k at the 2D
+    position (0, k + 2)), which is what GLM and ChatGLM are trained to continue. The body of `GLMForCausalLM`, and
+    what clients that run a causal LM's backbone themselves get through `model.base_model` (TRL's fused LM head).
+
+    The two prefix tokens stay inside: outputs, hidden states, attentions and the KV cache cover the caller's tokens
+    only. Without a cache (training) the prefix is prepended; with one, the prefix's keys and values (the same for
+    every text: the prefix sees no text) are put before each layer's cached keys. Same weights as `GLMModel`.
+    """
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
+        prefix_key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        attention_mask (`torch.Tensor`, *optional*): a padding mask `[batch, past + seq]` (either side), or a 4D
+            "may attend" mask `[batch, 1, seq, past + seq]` over the caller's tokens (boolean, 1/0 or additive; the
+            prefix stays visible to every token).
+        position_ids (`torch.LongTensor` `[batch, seq]`, *optional*): text positions, counting real tokens from 0;
+            derived from the padding mask when omitted. Where they do not continue by one inside a row, a new
+            document starts (packed, padding-free rows, as `DataCollatorWithFlattening` and TRL's `packing=True`
+            make them): each document sees the prefix and itself only, as in a row of its own.
+        use_cache (`bool`, *optional*): whether to return a KV cache; by default only outside training.
+        prefix_key_values (*optional*): the prefix's keys and values from `left_to_right_prefix_key_values()`;
+            `generate()` computes them once per call instead of once per step.
+        """
+        inputs = one_input(input_ids, inputs_embeds)
+        cache = select_cache(cache, past_key_values)
+        batch, seq_len = inputs.shape[:2]
+        past_length = cache.get_seq_length() if cache is not None else 0
+        new_tokens_only = not cache_may_hold_tokens(cache)
+        read_host = new_tokens_only and not torch.compiler.is_compiling()  # as in GLMModel.forward
+        if read_host and attention_mask is not None:
+            check_attention_mask(attention_mask)
+        key_length = self._key_length(cache, seq_len)
+        positions, text_mask = causal_text_layout(
+            attention_mask,
+            position_ids,
+            (batch, seq_len),
+            past_length,
+            key_length,
+            new_tokens_only,
+            read_host,
+            inputs.device,
+        )
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if (use_cache or cache is not None) and not self._checkpointing():
+            cache = cache if cache is not None else DynamicCache(config=self.config)
+            return self._after_stored_prefix(
+                input_ids, inputs_embeds, positions, text_mask, cache, prefix_key_values, **kwargs
+            )
+        return self._with_prefix(input_ids, inputs_embeds, positions, text_mask, **kwargs)
+
+    def left_to_right_prefix_key_values(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the keys and values of `[gMASK] <|startofpiece|>` (the same for every text, since the prefix
+        sees no text)."""
+        ids, positions = left_to_right_prefix(self.config.gmask_token_id, self.config.sop_token_id)
+        recorder = DynamicCache(config=self.config)
+        device = self.word_embeddings.weight.device
+        super().forward(input_ids=ids.to(device), position_ids=positions.to(device), cache=recorder, use_cache=True)
+        return [(layer.keys, layer.values) for layer in recorder.layers]
+
+    def _after_stored_prefix(self, input_ids, inputs_embeds, positions, text_mask, cache, prefix, **kwargs):
+        """The text after the prefix's stored keys and values; `cache` holds the text's tokens only."""
+        inputs = input_ids if input_ids is not None else inputs_embeds
+        batch, seq_len = inputs.shape[:2]
+        past_length = cache.get_seq_length()
+        key_length = self._key_length(cache, seq_len)
+        mask = left_to_right_text_mask(text_mask, batch, seq_len, key_length, past_length, inputs.device)
+        outputs = super().forward(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask,
+            position_ids=left_to_right_position_ids(positions).expand(batch, -1, -1),
+            cache=cache,
+            use_cache=True,
+            prefix_key_values=prefix if prefix is not None else self.left_to_right_prefix_key_values(),
+            **kwargs,
+        )
+        if outputs.attentions is not None:  # the weights on the two prefix keys are left out
+            outputs.attentions = tuple(weights[..., LEFT_TO_RIGHT_PREFIX_LENGTH:] for weights in outputs.attentions)
+        return outputs
+
+    def _with_prefix(self, input_ids, inputs_embeds, positions, text_mask, **kwargs):
+        """The prefix and the text in one sequence, without a cache (training, also under activation
+        checkpointing); the prefix's outputs are dropped."""
+        prefix_ids, _ = left_to_right_prefix(self.config.gmask_token_id, self.config.sop_token_id)
+        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        prefix_ids = prefix_ids.to(positions.device).expand(batch, -1)
+        if input_ids is not None:
+            input_ids = torch.cat([prefix_ids, input_ids], dim=1)
+        else:
+            prefix_embeds = self.word_embeddings(prefix_ids).to(inputs_embeds.dtype)
+            inputs_embeds = torch.cat([prefix_embeds, inputs_embeds], dim=1)
+        positions_2d, mask = left_to_right_sequence(positions, text_mask, batch)
+        outputs = super().forward(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask,
+            position_ids=positions_2d,
+            use_cache=False,
+            **kwargs,
+        )
+        text = slice(LEFT_TO_RIGHT_PREFIX_LENGTH, None)
+        outputs.last_hidden_state = outputs.last_hidden_state[:, text]
+        if outputs.hidden_states is not None:
+            outputs.hidden_states = tuple(states[:, text] for states in outputs.hidden_states)
+        if outputs.attentions is not None:  # the weights on the two prefix keys are left out
+            outputs.attentions = tuple(weights[..., text, text] for weights in outputs.attentions)
+        return outputs
+
+
+__all__ = ["GLMBlock", "GLMLeftToRightModel", "GLMModel", "GLMPreTrainedModel", "PrefixedKeyValues"]

@@ -9,7 +9,7 @@ import copy
 import torch
 from torch import nn
 from transformers import GenerationMixin
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -20,11 +20,7 @@ from transformers.utils import can_return_tuple
 
 from .blank_infilling import (
     LEFT_TO_RIGHT_PREFIX_LENGTH,
-    causal_padding_mask,
-    causal_text_positions,
     check_not_empty,
-    check_padding_mask,
-    check_positions_increase,
     check_room_to_generate,
     choice_scores,
     cloze_layouts,
@@ -32,30 +28,29 @@ from .blank_infilling import (
     embedded_prompt_layout,
     generation_layout,
     left_padded_part_a,
-    left_to_right_position_ids,
-    left_to_right_prefix,
-    left_to_right_sequence,
-    left_to_right_text_mask,
-    one_input,
     read_padding_mask,
     span_continuation,
 )
-from .body_glm import GLMModel, GLMPreTrainedModel
+from .body_glm import GLMLeftToRightModel, GLMModel, GLMPreTrainedModel
 from .chat_glm import GLMChatMixin
 from .configuration_glm import GLMConfig
-from .transformers_compat import cache_may_hold_tokens, cache_output, output_cache, select_cache
+from .transformers_compat import cache_output, output_cache, select_cache
 
 
 class GLMWithVocabularyHead(GLMPreTrainedModel):
     """A `GLMModel` plus the output layer onto the vocabulary (tied to the word embeddings unless
-    `config.tie_word_embeddings` is False): the shared body of every GLM head, which all score tokens."""
+    `config.tie_word_embeddings` is False): the shared body of every GLM head, which all score tokens. `body_class`
+    is the body's reading of the inputs (the causal head's reads plain text left to right); its weights are the
+    same in every head."""
 
     _tied_weights_keys = {"lm_head.weight": "glm.word_embeddings.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
 
+    body_class: type[GLMModel] = GLMModel
+
     def __init__(self, config: GLMConfig):
         super().__init__(config)
-        self.glm = GLMModel(config)
+        self.glm = self.body_class(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
 
@@ -270,16 +265,18 @@ class GLMForCausalLM(GLMGenerativeHead):
     """GLM as a causal language model over plain text: what `AutoModelForCausalLM` users (TRL, lm-eval, the causal
     recipe with `DataCollatorForLanguageModeling(mlm=False)`, text generation, serving) expect.
 
-    Text is read strictly left to right in GLM's own left-to-right layout: after `[gMASK] <|startofpiece|>`, as one
-    causal Part B span filling a `[gMASK]` at position 0, which is what GLM and ChatGLM are trained to continue
-    (measured against THUDM's plain causal default in `benchmarks/bench_causal_layout.py`). The two prefix tokens
-    stay inside: logits, labels, the KV cache and generate()'s output cover the caller's tokens only. Labels follow
-    HF's causal convention (labels = input_ids, shifted inside, -100 ignored); padding on either side never changes
-    real tokens' logits; `position_ids`, if given, are the caller's 1D text positions. Blank tokens in the text are
-    read as ordinary tokens; blank infilling is `GLMForConditionalGeneration`'s job. Same weights as every head.
+    Text is read strictly left to right in GLM's own left-to-right layout (`GLMLeftToRightModel`, its body): after
+    `[gMASK] <|startofpiece|>`, as one causal Part B span filling a `[gMASK]` at position 0, which is what GLM and
+    ChatGLM are trained to continue (measured against THUDM's plain causal default in
+    `benchmarks/bench_causal_layout.py`). The two prefix tokens stay inside: logits, labels, the KV cache and
+    generate()'s output cover the caller's tokens only. Labels follow HF's causal convention (labels = input_ids,
+    shifted inside, -100 ignored); padding on either side never changes real tokens' logits; packed rows (positions
+    restarting inside a row) give each document its own logits. Blank tokens in the text are read as ordinary
+    tokens; blank infilling is `GLMForConditionalGeneration`'s job. Same weights as every head.
     """
 
     loss_kind = "ForCausalLM"
+    body_class = GLMLeftToRightModel
 
     @can_return_tuple
     def forward(
@@ -297,105 +294,49 @@ class GLMForCausalLM(GLMGenerativeHead):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
-        attention_mask (`torch.Tensor` `[batch, past + seq]`, *optional*): the padding mask (either side).
+        attention_mask (`torch.Tensor`, *optional*): the padding mask `[batch, past + seq]` (either side), or a 4D
+            mask over the caller's tokens (see `GLMLeftToRightModel.forward`).
         position_ids (`torch.LongTensor` `[batch, seq]`, *optional*): text positions, counting real tokens from 0;
-            derived from the padding mask when omitted. Positions must not restart inside a row: packed sequences
-            are refused (they would attend to each other).
+            derived from the padding mask when omitted. Positions that restart inside a row start a new document
+            (packed sequences, e.g. `DataCollatorWithFlattening`): documents never see each other.
         labels (`torch.LongTensor` `[batch, seq]`, *optional*): HF's causal labels (`labels[i]` is predicted from
             tokens `<= i - 1`; usually `input_ids`, with -100 where no loss is wanted).
         prefix_key_values (*optional*): the prefix's keys and values from `left_to_right_prefix_key_values()`;
             `generate()` computes them once per call instead of once per step.
         """
-        inputs = one_input(input_ids, inputs_embeds)
-        cache = select_cache(cache, past_key_values)
-        batch, seq_len = inputs.shape[:2]
-        past_length = cache.get_seq_length() if cache is not None else 0
-        if not cache_may_hold_tokens(cache) and not torch.compiler.is_compiling():  # as in GLMModel.forward
-            if attention_mask is not None and attention_mask.dim() == 2:
-                check_padding_mask(attention_mask)
-            check_positions_increase(position_ids)
-        key_length = seq_len if cache is None else cache.get_mask_sizes(seq_len, 0)[0]
-        padding = causal_padding_mask(attention_mask, (batch, seq_len), past_length, key_length)
-        positions = causal_text_positions(position_ids, padding, past_length, seq_len, inputs.device)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if (use_cache or cache is not None) and not self._checkpointing():
-            outputs, cache = self._cached_forward(
-                input_ids, inputs_embeds, padding, positions, cache, past_length, prefix_key_values, **kwargs
-            )
-        else:
-            outputs, cache = self._prefixed_forward(input_ids, inputs_embeds, padding, positions, **kwargs)
+        outputs: BaseModelOutputWithPast = self.glm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            past_key_values=past_key_values,
+            prefix_key_values=prefix_key_values,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(outputs.last_hidden_state[:, keep, :])
+        logits = self.lm_head(hidden_states[:, keep, :])
         loss = None
         if labels is not None:
-            if labels.shape != (batch, seq_len):
-                raise ValueError(f"labels must have the inputs' shape {[batch, seq_len]}, got {list(labels.shape)}.")
+            if labels.shape != hidden_states.shape[:2]:
+                raise ValueError(
+                    f"labels must have the inputs' shape {list(hidden_states.shape[:2])}, got {list(labels.shape)}."
+                )
             loss = self._loss(logits, labels, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            **cache_output(cache),
+            **cache_output(output_cache(outputs)),
         )
 
     def left_to_right_prefix_key_values(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the keys and values of `[gMASK] <|startofpiece|>`: the same for every text (the prefix sees
         no text), so they are computed once and put before each layer's cached keys."""
-        ids, positions = left_to_right_prefix(self.config.gmask_token_id, self.config.sop_token_id)
-        recorder = DynamicCache(config=self.config)
-        self.glm(input_ids=ids.to(self.device), position_ids=positions.to(self.device), cache=recorder, use_cache=True)
-        return [(layer.keys, layer.values) for layer in recorder.layers]
-
-    def _cached_forward(self, input_ids, inputs_embeds, padding, positions, cache, past_length, prefix, **kwargs):
-        """The text after the prefix's stored keys and values; the cache holds the text's tokens only. Returns the
-        body's outputs (covering the text) and the cache."""
-        seq_len = positions.shape[-1]
-        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
-        cache = cache if cache is not None else DynamicCache(config=self.config)
-        key_length, _ = cache.get_mask_sizes(seq_len, 0)
-        mask = left_to_right_text_mask(batch, positions, key_length, padding, past_length)
-        outputs = self.glm(
-            input_ids=input_ids,
-            inputs_embeds=inputs_embeds,
-            attention_mask=mask,
-            position_ids=left_to_right_position_ids(positions).expand(batch, -1, -1),
-            cache=cache,
-            use_cache=True,
-            prefix_key_values=prefix if prefix is not None else self.left_to_right_prefix_key_values(),
-            **kwargs,
-        )
-        if outputs.attentions is not None:  # the weights on the two prefix keys are left out
-            outputs.attentions = tuple(weights[..., LEFT_TO_RIGHT_PREFIX_LENGTH:] for weights in outputs.attentions)
-        return outputs, cache
-
-    def _prefixed_forward(self, input_ids, inputs_embeds, padding, positions, **kwargs):
-        """The prefix and the text in one sequence, without a cache (training, also under activation
-        checkpointing); the prefix's outputs are dropped."""
-        prefix_ids, _ = left_to_right_prefix(self.config.gmask_token_id, self.config.sop_token_id)
-        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
-        prefix_ids = prefix_ids.to(positions.device).expand(batch, -1)
-        if input_ids is not None:
-            input_ids = torch.cat([prefix_ids, input_ids], dim=1)
-        else:
-            prefix_embeds = self.glm.word_embeddings(prefix_ids).to(inputs_embeds.dtype)
-            inputs_embeds = torch.cat([prefix_embeds, inputs_embeds], dim=1)
-        positions_2d, mask = left_to_right_sequence(positions, padding, batch)
-        outputs = self.glm(
-            input_ids=input_ids,
-            inputs_embeds=inputs_embeds,
-            attention_mask=mask,
-            position_ids=positions_2d,
-            use_cache=False,
-            **kwargs,
-        )
-        text = slice(LEFT_TO_RIGHT_PREFIX_LENGTH, None)
-        outputs.last_hidden_state = outputs.last_hidden_state[:, text]
-        if outputs.hidden_states is not None:
-            outputs.hidden_states = tuple(states[:, text] for states in outputs.hidden_states)
-        if outputs.attentions is not None:  # the weights on the two prefix keys are left out
-            outputs.attentions = tuple(weights[..., text, text] for weights in outputs.attentions)
-        return outputs, None
+        return self.glm.left_to_right_prefix_key_values()
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):

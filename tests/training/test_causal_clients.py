@@ -1,5 +1,6 @@
 """Real causal-LM clients on GLMForCausalLM: TRL's SFTTrainer and the stock causal recipe cannot make it predict
-random tokens (a model that sees the next token can), and lm-eval's hf backend scores alike at any batch size."""
+random tokens (a model that sees the next token can), TRL's packing trains it on padding-free rows, and lm-eval's hf
+backend scores alike at any batch size."""
 
 import math
 import random
@@ -7,7 +8,7 @@ import random
 import pytest
 import torch
 from datasets import Dataset
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+from transformers import DataCollatorForLanguageModeling, DataCollatorWithFlattening, Trainer, TrainingArguments
 
 from glm_hf import GLMForCausalLM, corpus
 from tests.helpers.tiny import tiny_config, word_tokenizer
@@ -94,6 +95,57 @@ def test_the_causal_recipe_learns_what_can_be_learned(tmp_path):
     trainer.model.eval()
     with torch.no_grad():
         assert float(trainer.model(**batch, labels=batch["input_ids"]).loss) < 0.2 * CHANCE
+
+
+def test_trl_fused_lm_head_scores_as_the_causal_head():
+    """TRL's SFTTrainer computes its loss from the model's backbone (`model.base_model`) and a fused LM head, not from
+    the model's forward: the backbone reads plain text left to right too (`GLMLeftToRightModel`), so TRL trains the
+    causal head's own loss, on padded and on packed rows."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = fresh_model().eval()
+    tokenizer = word_tokenizer()
+    tokenizer.padding_side = "right"
+    texts = random_texts(3, 9, seed=1)
+    padded = tokenizer(texts, return_tensors="pt", padding=True)
+    packed = DataCollatorWithFlattening()([{"input_ids": ids} for ids in tokenizer(texts)["input_ids"]])
+    with torch.no_grad():
+        expected = [model(**padded, labels=padded["input_ids"]).loss, model(**packed).loss]
+        add_fused_lm_head(model)
+        fused = [model(**padded, labels=padded["input_ids"], fused_lm_head=True).loss]
+        fused.append(model(**packed, fused_lm_head=True).loss)
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_trl_sft_packing_trains_on_padding_free_rows(tmp_path):
+    """TRL's `SFTTrainer(packing=True)` feeds GLMForCausalLM padding-free rows (many documents in one row, positions
+    restarting at each) and trains it: a learnable pattern is learned, and on a batch from TRL's own collator the
+    loss is that of the same documents padded into separate rows, so no document saw another."""
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = word_tokenizer()
+    tokenizer.padding_side = "right"
+    rng = random.Random(0)
+    spans = [(rng.randrange(len(WORDS) - 16), rng.randint(4, 16)) for _ in range(256)]
+    dataset = Dataset.from_dict({"text": [" ".join(WORDS[start : start + n]) for start, n in spans]})
+    args = SFTConfig(max_length=64, packing=True, **training_options(tmp_path))
+    trainer = SFTTrainer(model=fresh_model(), args=args, train_dataset=dataset, processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    positions = batch["position_ids"]
+    assert positions.shape[0] == 1 and int((positions[0] == 0).sum()) > 16  # one row, many documents
+    trainer.train()
+
+    model = trainer.model.eval()
+    starts = (positions[0] == 0).nonzero().flatten().tolist()
+    docs = [doc.tolist() for doc in batch["input_ids"][0].tensor_split(starts[1:])]
+    padded = DataCollatorForLanguageModeling(tokenizer, mlm=False)([{"input_ids": doc} for doc in docs])
+    with torch.no_grad():
+        packed_loss = model(**batch).loss
+        padded_loss = model(**padded).loss
+    torch.testing.assert_close(packed_loss, padded_loss, atol=1e-4, rtol=1e-4)
+    held_out = tokenizer([" ".join(WORDS[s : s + 12]) for s in (3, 17, 30)], return_tensors="pt")
+    with torch.no_grad():
+        assert float(model(**held_out, labels=held_out["input_ids"]).loss) < 0.2 * CHANCE
 
 
 def test_lm_eval_scores_alike_at_batch_size_1_and_8(tmp_path):
