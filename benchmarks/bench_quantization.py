@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from copy import deepcopy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -36,11 +37,15 @@ MODES = {
     "zero-point int4 (g64)": dict(bits=4, method="zeropoint", group_size=64),
     "W8A8 (dynamic int8)": dict(bits=8, activations="dynamic_int8"),
     "W8A8 + int8 output layer": dict(bits=8, activations="dynamic_int8", modules_to_not_convert=[]),
+    "W4A8 (dynamic int8)": dict(bits=4, activations="dynamic_int8"),
+    "W4A8 + int4 output layer": dict(bits=4, activations="dynamic_int8", modules_to_not_convert=[]),
 }
 
 
 def quantized_copy(model: GLMForConditionalGeneration, options: dict | None) -> GLMForConditionalGeneration:
-    copy = GLMForConditionalGeneration(model.config).eval()
+    """A copy of `model` with a config of its own (quantizing records itself there and may untie the output layer,
+    which must not reach `model`), quantized with `options` unless they are None."""
+    copy = GLMForConditionalGeneration(deepcopy(model.config)).eval()
     copy.load_state_dict(model.state_dict())
     return copy if options is None else quantize(copy, GLMQuantizationConfig(**options))
 

@@ -92,7 +92,8 @@ class QuantizedWeight:
 
 
 def quantize_weight(weight: torch.Tensor, spec: QuantizationSpec) -> QuantizedWeight:
-    """Quantizes a `[out, in]` float weight; the result dequantizes within half a quantization step per value."""
+    """Quantizes a `[out, in]` float weight; the result dequantizes within half a quantization step per value,
+    except the few largest values of a W4A8 row, which its least-squares scale clips (`_least_squares_clip`)."""
     if weight.dim() != 2:
         raise ValueError(f"quantize_weight takes a 2D [out, in] weight, got shape {tuple(weight.shape)}.")
     out_features, in_features = weight.shape
@@ -101,6 +102,8 @@ def quantize_weight(weight: torch.Tensor, spec: QuantizationSpec) -> QuantizedWe
     if spec.method == "absmax":
         limit = 2 ** (spec.bits - 1) - 1
         scale = grouped.abs().amax(-1).clamp(min=1e-12) / limit
+        if spec.bits == 4 and spec.activations:
+            scale = scale * _least_squares_clip(grouped, scale, limit)
         codes = torch.round(grouped / scale[..., None]).clamp(-limit, limit)
         offset = None
     else:
@@ -113,6 +116,27 @@ def quantize_weight(weight: torch.Tensor, spec: QuantizationSpec) -> QuantizedWe
     if spec.bits == 4:
         codes = pack_int4(codes)
     return QuantizedWeight(codes, scale, offset, in_features)
+
+
+CLIP_RATIOS = torch.linspace(1.0, 0.5, 21).tolist()
+
+
+def _least_squares_clip(grouped: torch.Tensor, scale: torch.Tensor, limit: int) -> torch.Tensor:
+    """For each row (or group), the ratio in `CLIP_RATIOS` (1.0 first: plain absmax wins ties) by which shrinking
+    the absmax `scale` gives the least squared rounding error. With per-row int4's 15 levels, a row's few largest
+    values set a coarse step for all the others; clipping them buys a finer step. W4A8 rounds this way: on a
+    briefly trained demo model its answer-perplexity cost fell from 3.3% to 0.9% of fp32's (issue 28)."""
+    normalized = grouped / scale[..., None]  # errors compare in steps of the absmax scale, the same per row
+    best_error = best_ratio = None
+    for ratio in CLIP_RATIOS:
+        error = torch.round(normalized / ratio).clamp_(-limit, limit).mul_(ratio).sub_(normalized).square_().sum(-1)
+        if best_error is None:
+            best_error, best_ratio = error, torch.ones_like(scale)
+        else:
+            better = error < best_error
+            best_error = torch.where(better, error, best_error)
+            best_ratio = torch.where(better, ratio, best_ratio)
+    return best_ratio
 
 
 def dequantize_weight(quantized: QuantizedWeight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
