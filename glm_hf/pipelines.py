@@ -7,7 +7,8 @@
 
 Untrusted text: both take `plain_text`. With `plain_text=True` the text is read as plain text, so a `[MASK]`,
 `<|startofpiece|>` or `<|endoftext|>` typed into it is text, never a token; only the caller's own markup (a
-cloze pattern, fill-blank's trailing `[gMASK]`) holds special tokens.
+cloze pattern, fill-blank's trailing `[gMASK]`) holds special tokens. `split_special_tokens`, the tokenizer's name
+for it, is accepted as the same option.
 
 `pipeline("text-generation")` needs nothing extra: it loads `GLMForCausalLM` through `AutoModelForCausalLM` (untrusted
 prompts: `tokenizer_encode_kwargs={"split_special_tokens": True}`; chat messages are plain text by default).
@@ -42,6 +43,18 @@ class _GLMPipeline(Pipeline):
         if isinstance(inputs, list | tuple) and not inputs:
             raise ValueError(f"{self.task} got an empty list of texts; give at least one text.")
         return super().__call__(inputs, *args, **kwargs)
+
+    def _plain_text_option(self, plain_text: bool | None, split_special_tokens: bool | None) -> bool | None:
+        """`plain_text`, or `split_special_tokens` (the tokenizer's name for it, which would otherwise go to
+        `generate()` and be refused there as an unused model kwarg); the two must agree when both are given."""
+        if split_special_tokens is None:
+            return plain_text
+        if plain_text is not None and bool(plain_text) != bool(split_special_tokens):
+            raise ValueError(
+                f"{self.task} got plain_text={plain_text} and split_special_tokens={split_special_tokens}, which "
+                "are the same option; pass plain_text only."
+            )
+        return bool(split_special_tokens)
 
     def _blank_ids(self) -> set[int]:
         return set(self.tokenizer.mask_token_ids)
@@ -93,11 +106,15 @@ class FillBlankPipeline(_GLMPipeline):
     (beam search) or sampled fills, each completed with one fill per later blank.
 
     `plain_text=True` reads the whole text as plain text (special-token strings in it stay text) and continues it
-    at its end (a `[gMASK]` there): `filled_text` is the text and its continuation. The default reads the text as
-    GLM markup: its blank strings are the blanks; `<|startofpiece|>` / `<|endofpiece|>` in it are refused.
+    at its end (a `[gMASK]` there): `filled_text` is the text and its continuation (`split_special_tokens=True`
+    is the same). The default reads the text as GLM markup: its blank strings are the blanks; `<|startofpiece|>` /
+    `<|endofpiece|>` in it are refused.
     """
 
-    def _sanitize_parameters(self, plain_text: bool | None = None, **generate_kwargs):
+    def _sanitize_parameters(
+        self, plain_text: bool | None = None, split_special_tokens: bool | None = None, **generate_kwargs
+    ):
+        plain_text = self._plain_text_option(plain_text, split_special_tokens)
         preprocess = {"plain_text": plain_text} if plain_text is not None else {}
         if "max_new_tokens" in generate_kwargs:
             preprocess["max_new_tokens"] = generate_kwargs["max_new_tokens"]
@@ -195,11 +212,14 @@ class ClozeClassificationPipeline(_GLMPipeline):
     pattern reads the text as markup too, and refuses a blank in it (the pattern brings the blank).
     """
 
-    def _sanitize_parameters(self, candidate_labels=None, pattern=None, plain_text=None, **kwargs):
+    def _sanitize_parameters(
+        self, candidate_labels=None, pattern=None, plain_text=None, split_special_tokens=None, **kwargs
+    ):
         if kwargs:
             raise ValueError(
                 f"cloze-classification takes candidate_labels, pattern and plain_text, got {sorted(kwargs)}."
             )
+        plain_text = self._plain_text_option(plain_text, split_special_tokens)
         given = {"candidate_labels": candidate_labels, "pattern": pattern, "plain_text": plain_text}
         return {name: value for name, value in given.items() if value is not None}, {}, {}
 

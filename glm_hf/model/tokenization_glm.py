@@ -1,5 +1,6 @@
 """GLMTokenizer: a fast (`tokenizers`-backed) tokenizer with GLM's blank and span tokens and its input builders."""
 
+import itertools
 import json
 import os
 import re
@@ -7,7 +8,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import BatchEncoding, TokenizersBackend
@@ -42,6 +43,15 @@ BLANK_TOKENS = ("mask_token", "smask_token", "gmask_token")
 GLM_EXTRA_TOKENS = ("smask_token", "gmask_token", "sop_token", "eop_token")
 # ChatGLM's whitespace pieces: newline, tab and runs of 2-80 spaces each become one token.
 WHITESPACE_PIECES = ("<n>", "<|tab|>", *(f"<|blank_{n}|>" for n in range(2, 81)))
+# A Unicode noncharacter (reserved for a program's internal use, so in no vocabulary). Plain-text encoding writes it
+# for the `<` of a whitespace piece's string typed in the text (`<n>`, ...), which the piece matcher then passes by;
+# the backend's normalizer turns it back into `<` (see `GLMTokenizer._keep_special_strings_as_text`).
+PIECE_MARK = "\ufdd0"
+# What follows the `<` of a whitespace piece's string, and every start of it.
+_PIECE_TAILS = "|".join(re.escape(piece[1:]) for piece in WHITESPACE_PIECES)
+_PIECE_TAIL_STARTS = frozenset(piece[1:end] for piece in WHITESPACE_PIECES for end in range(1, len(piece) + 1))
+_TYPED_PIECE_START = re.compile(f"<(?={_PIECE_TAILS})")
+_PIECE_TAIL = re.compile(_PIECE_TAILS)
 # CJK ideographs and full-width punctuation: `train_bpe` pre-splits them one per piece (BERT's Chinese handling).
 CJK_CHARACTER = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
 # transformers hands `split_special_tokens` to the backend as a flag on the shared `tokenizers.Tokenizer`, set per
@@ -49,6 +59,19 @@ CJK_CHARACTER = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\u
 # plain-text call could parse `[MASK]`. Encoding holds this lock (reentrant: chat encoding calls back into
 # `_encode_plus`).
 _ENCODE_LOCK = threading.RLock()
+
+
+def _typed_pieces_as_text(value):
+    """`value` (a string, or messages: lists and dicts of them) with `PIECE_MARK` for the `<` of every whitespace
+    piece's string typed in it, which encoding then reads as text (see `GLMTokenizer._keep_special_strings_as_text`).
+    Dict keys are left as they are."""
+    if isinstance(value, str):
+        return _TYPED_PIECE_START.sub(PIECE_MARK, value)
+    if isinstance(value, dict):
+        return {key: _typed_pieces_as_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_typed_pieces_as_text(item) for item in value]
+    return value
 
 
 def encode_whitespace(text: str) -> str:
@@ -67,9 +90,46 @@ def _text_ids(backend: Tokenizer, text: str) -> list[int]:
 
 
 def decode_whitespace(text: str) -> str:
-    """Undoes `encode_whitespace`."""
-    text = re.sub(r"<\|blank_(\d+)\|>", lambda piece: " " * int(piece.group(1)), text)
+    """Undoes `encode_whitespace`: every piece string in `text` (`<|blank_81|>` is none) becomes its whitespace."""
+    text = re.sub(r"<\|blank_([2-9]|[1-7][0-9]|80)\|>", lambda piece: " " * int(piece.group(1)), text)
     return text.replace("<n>", "\n").replace("<|tab|>", "\t")
+
+
+def _check_text_types(texts, name: str) -> None:
+    """Refuses a batch item that is not a string (or a pair of strings), naming it: the backend's own TypeError
+    names neither the item nor the fix."""
+    if not isinstance(texts, list | tuple):
+        return
+    for i, item in enumerate(texts):
+        if isinstance(item, str):
+            continue
+        if isinstance(item, list | tuple) and len(item) == 2 and all(isinstance(part, str) for part in item):
+            continue  # a (text, text_pair) pair
+        raise TypeError(
+            f"{name}[{i}] is {type(item).__name__} ({item!r:.40}), not a string: pass a string or a list of strings "
+            f"(convert the item with str(), or leave it out)."
+        )
+
+
+# The largest id the backend can look up (a u32); larger ones overflow.
+_MAX_TOKEN_ID = 2**32 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_unicode(texts, name: str) -> None:
+    """Raises ValueError naming the first lone surrogate in `texts` (a str, or lists of them): such a string is not
+    valid Unicode, so it has no UTF-8 form for the backend. It is refused rather than replaced, as text silently
+    changed would be; it usually comes from bytes decoded with errors="surrogateescape" or a JSON "\\ud800" escape."""
+    items = [(name, texts)]
+    while items:
+        where, text = items.pop(0)
+        if isinstance(text, list | tuple):
+            items[:0] = [(f"{where}[{i}]", item) for i, item in enumerate(text)]
+        elif isinstance(text, str) and (found := _SURROGATE.search(text)):
+            raise ValueError(
+                f"{where} holds a lone surrogate (U+{ord(found.group()):04X}) at character {found.start()}, which is "
+                "not valid Unicode text: fix how the text was decoded, or replace the character (e.g. with U+FFFD)."
+            )
 
 
 def _looks_like_a_path(name: str) -> bool:
@@ -120,21 +180,28 @@ class GLMTokenizer(TokenizersBackend):
     model_input_names = ["input_ids", "attention_mask"]
 
     def _keep_special_strings_as_text(self) -> None:
-        """Makes plain-text encoding (`split_special_tokens=True`, sanitized chats) read special-token strings as
-        text in every vocabulary. The added-token matcher skips them then, but a SentencePiece model that holds them
-        as pieces (ChatGLM-6B's `[MASK]`, `<sop>`, ...) would produce them again from the text; a pre-tokenizer split
-        after such a string's first character stops that. Ordinary encoding never reaches the split (the matcher
-        takes special tokens out first). Done on the first plain-text call: a class `__init__` would change how
-        transformers loads the tokenizer."""
+        """Makes plain-text encoding (`split_special_tokens=True`, sanitized chats) read special-token strings, and
+        ChatGLM's whitespace-piece strings (`<n>`, `<|tab|>`, `<|blank_n|>`), as text in every vocabulary. The
+        added-token matcher skips special tokens then (typed piece strings reach it with `PIECE_MARK` for their `<`,
+        which the normalizer turns back), but a SentencePiece model that holds them as pieces (ChatGLM-6B's `[MASK]`,
+        `<sop>`, `<n>`, ...) would produce them again from the text; a pre-tokenizer split after such a string's
+        first character stops that. Ordinary encoding never reaches the split (the matcher takes special tokens and
+        pieces out first). Done on the first plain-text call: a class `__init__` would change how transformers loads
+        the tokenizer."""
         if getattr(self, "_special_strings_kept_as_text", False):
             return
         self._special_strings_kept_as_text = True
         backend = self._tokenizer
+        current = backend.normalizer
+        if self.whitespace_tokens and (current is None or current.normalize_str(PIECE_MARK + "n>") != "<n>"):
+            unmark = normalizers.Replace(Regex(f"{PIECE_MARK}(?={_PIECE_TAILS})"), "<")
+            backend.normalizer = unmark if current is None else normalizers.Sequence([unmark, current])
         leaking = [
             token.content
             for token in self.added_tokens_decoder.values()
-            if token.special
+            if (token.special or self.whitespace_tokens and token.content in WHITESPACE_PIECES)
             and len(token.content) > 1
+            and token.content != self.unk_token  # unknown characters give it anyway; no split stops that
             and backend.token_to_id(token.content) in _text_ids(backend, token.content)
         ]
         if not leaking:
@@ -143,6 +210,27 @@ class GLMTokenizer(TokenizersBackend):
         split = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
         current = backend.pre_tokenizer
         backend.pre_tokenizer = split if current is None else pre_tokenizers.Sequence([split, current])
+
+    def _piece_typing_ids(self) -> frozenset[int]:
+        """The ids of tokens that can spell part of a whitespace piece's string as text: a `<` followed, in the token,
+        by the start of a piece's tail or a whole one (`<`, `▁<`, `<n`, `<|bl`; not `<sop>` or `<image_0>`). When
+        a sequence has none, every piece string in its decoded text is a piece. Computed once per vocabulary."""
+        size = len(self)
+        cached = getattr(self, "_piece_typing", None)
+        if cached is not None and cached[0] == size:
+            return cached[1]
+        ids = frozenset(
+            i
+            for token, i in self.get_vocab().items()
+            if "<" in token
+            and token not in WHITESPACE_PIECES
+            and any(
+                rest in _PIECE_TAIL_STARTS or _PIECE_TAIL.match(rest)
+                for rest in (token[at + 1 :] for at, char in enumerate(token) if char == "<")
+            )
+        )
+        self._piece_typing = (size, ids)
+        return ids
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "GLMTokenizer":
@@ -240,17 +328,21 @@ class GLMTokenizer(TokenizersBackend):
 
     @property
     def whitespace_tokens(self) -> bool:
-        """Whether newlines, tabs and runs of spaces become ChatGLM's whitespace pieces before encoding."""
+        """Whether newlines, tabs and runs of spaces become ChatGLM's whitespace pieces before encoding. The pieces'
+        strings typed in text (`<n>`, `<|tab|>`, `<|blank_n|>`) are those pieces by default, as in ChatGLM-6B's own
+        tokenizer (they decode as whitespace); with `split_special_tokens=True`, and in sanitized chats, they are
+        text and decode as typed."""
         return bool(self.init_kwargs.get("whitespace_tokens", False))
 
-    def _whitespace_pieces(self, text):
+    def _whitespace_pieces(self, text, plain_text: bool):
         """ChatGLM preprocessing of str / list[str] inputs. A text that then starts with a piece gets a leading
-        space, which becomes the lone `▁` SentencePiece's dummy prefix produces there."""
+        space, which becomes the lone `▁` SentencePiece's dummy prefix produces there. With `plain_text` the piece
+        strings typed in the text (`<n>`, ...) get `PIECE_MARK` for their `<`, so that they stay text."""
         if isinstance(text, (list, tuple)):
-            return [self._whitespace_pieces(item) for item in text]
+            return [self._whitespace_pieces(item, plain_text) for item in text]
         if not isinstance(text, str):
             return text
-        text = encode_whitespace(text)
+        text = encode_whitespace(_typed_pieces_as_text(text) if plain_text else text)
         starts_with_piece = text.startswith(WHITESPACE_PIECES) or text.startswith(tuple(self.all_special_tokens))
         return " " + text if starts_with_piece else text
 
@@ -263,7 +355,8 @@ class GLMTokenizer(TokenizersBackend):
 
         Refuses assistant masks that would be misplaced: with ChatGLM's whitespace pieces the backend's character
         offsets refer to the `<n>` / `<|blank_n|>` form of the text, not to the rendered conversation (whose rounds
-        hold newlines)."""
+        hold newlines). When sanitizing, ChatGLM's whitespace-piece strings typed into messages (`<n>`, ...) are text
+        too (transformers' sanitizing covers special tokens only); real newlines keep their piece."""
         tokenize = kwargs.get("tokenize", True)
         kwargs.setdefault("sanitize_control_tokens", tokenize and not kwargs.get("return_assistant_tokens_mask"))
         if self.whitespace_tokens and kwargs.get("return_assistant_tokens_mask"):
@@ -272,23 +365,75 @@ class GLMTokenizer(TokenizersBackend):
                 "the offsets the masks are built from). The answer is what follows the prompt: mask the ids of "
                 "apply_chat_template(conversation[:-1], add_generation_prompt=True)."
             )
+        if self.whitespace_tokens and kwargs["sanitize_control_tokens"]:
+            conversation = _typed_pieces_as_text(conversation)
+            kwargs |= {name: _typed_pieces_as_text(kwargs[name]) for name in ("tools", "documents") if name in kwargs}
         return super().apply_chat_template(conversation, *args, **kwargs)
 
     def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
-        text = super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
-        return decode_whitespace(text) if self.whitespace_tokens else text
+        ids = [token_ids] if isinstance(token_ids, int) else token_ids
+        ids = ids["input_ids"] if isinstance(ids, dict) else ids
+        self._check_ids(ids, skip_special_tokens)
+        decode = super()._decode
+        if not self.whitespace_tokens:
+            return decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
+        if self._piece_typing_ids().isdisjoint(ids):
+            return decode_whitespace(decode(ids, skip_special_tokens=skip_special_tokens, **kwargs))
+        # Text tokens may spell a piece's string here (typed as plain text): only piece tokens become whitespace.
+        # Each run of text tokens is decoded after its piece, so that it decodes as within the whole sequence (a
+        # SentencePiece decoder treats a sequence's first token apart), and the piece's string is then replaced.
+        pieces = {self._tokenizer.token_to_id(piece) for piece in WHITESPACE_PIECES}
+        bounds = [*(at for at, token in enumerate(ids) if token in pieces), len(ids)]
+        text = [decode(ids[: bounds[0]], skip_special_tokens=skip_special_tokens, **kwargs)]
+        for start, end in itertools.pairwise(bounds):
+            piece = self._tokenizer.id_to_token(ids[start])
+            run = decode(ids[start:end], skip_special_tokens=skip_special_tokens, **kwargs)
+            text.append(decode_whitespace(piece) + run.removeprefix(piece))
+        return "".join(text)
+
+    def _check_ids(self, ids: list[int], skip_special_tokens: bool) -> None:
+        """Refuses ids outside the vocabulary (0..len(self)-1), which the backend would drop without a word, or fail
+        on with an OverflowError when negative. With `skip_special_tokens=True` (text only, as generation output is
+        decoded) ids past the vocabulary are dropped as before: a model whose embedding has more rows than the
+        tokenizer has tokens (ChatGLM-6B: 130528 for 130344) can generate one, and it is no text. Costs one min/max
+        over the ids; the bad ones are listed only on failure."""
+        if not ids:
+            return
+        size = len(self)
+        end = _MAX_TOKEN_ID + 1 if skip_special_tokens else size
+        if 0 <= min(ids) and max(ids) < end:
+            return
+        outside = sorted({i for i in ids if not 0 <= i < end})
+        listed = ", ".join(map(str, outside[:10])) + (f" and {len(outside) - 10} more" if len(outside) > 10 else "")
+        hint = " (-100 marks ignored label positions: replace it with pad_token_id first)" if -100 in outside else ""
+        raise ValueError(
+            f"Cannot decode ids {listed}: this tokenizer's ids are 0..{size - 1}{hint}. Decode ids made by this "
+            "tokenizer or its model (ids a model generates past the tokenizer, from extra embedding rows, are "
+            "dropped with skip_special_tokens=True)."
+        )
 
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
+        if not kwargs.get("is_split_into_words"):
+            _check_text_types(text, "text")
+            _check_text_types(text_pair, "text_pair")
         with _ENCODE_LOCK:
-            return self._encode_locked(text, text_pair, **kwargs)
+            try:
+                return self._encode_locked(text, text_pair, **kwargs)
+            except TypeError as error:  # the backend's words for a string that is not valid Unicode
+                _check_unicode(text, "text")
+                _check_unicode(text_pair, "text_pair")
+                raise error
 
     def _encode_locked(self, text, text_pair=None, **kwargs) -> BatchEncoding:
-        if kwargs.get("split_special_tokens") or kwargs.get("sanitize_control_tokens"):
+        plain_text = kwargs.get("split_special_tokens")
+        plain_text = self.split_special_tokens if plain_text is None else plain_text
+        if plain_text or kwargs.get("sanitize_control_tokens"):
             self._keep_special_strings_as_text()
         if isinstance(text, list | tuple) and not text:
             raise ValueError("The batch of texts to tokenize is empty; give at least one text.")
         if self.whitespace_tokens and not kwargs.get("is_split_into_words"):
-            text, text_pair = self._whitespace_pieces(text), self._whitespace_pieces(text_pair)
+            text = self._whitespace_pieces(text, plain_text)
+            text_pair = self._whitespace_pieces(text_pair, plain_text)
         truncation = kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE)
         if truncation == TruncationStrategy.DO_NOT_TRUNCATE or kwargs.get("return_overflowing_tokens"):
             return super()._encode_plus(text, text_pair, **kwargs)

@@ -19,6 +19,7 @@ spm = pytest.importorskip("sentencepiece")
 SPECIALS = ["[MASK]", "[gMASK]", "[sMASK]", "<unused_0>", "<sop>", "<eop>", "<ENC>", "<dBLOCK>"]
 WHITESPACE = ["<n>", "<|tab|>"] + [f"<|blank_{n}|>" for n in range(2, 81)]
 WORDS = "the capital of France is Paris and Japan Tokyo . , 北京 是 中国 的 首都 东京 日本 你好 世界 模型 。".split()
+WORDS += "< > | _ n tab blank 0 1 4 8".split()  # the characters of the whitespace pieces' strings
 TEXTS = [
     "你好",
     "the capital of France is [MASK] .",
@@ -31,11 +32,29 @@ TEXTS = [
 ]
 
 
+# Texts with whitespace pieces' strings typed in them, and the pieces their real whitespace makes.
+TYPED_PIECES = {
+    "the capital<n>Paris": [],
+    "Japan <|tab|> Tokyo": [],
+    "<|blank_4|>Paris": [],
+    "<n>": [],
+    "Paris <n> is\nthe  capital": ["<n>", "<|blank_2|>"],
+    "\t<|blank_80|><|blank_81|>\n<n>": ["<|tab|>", "<n>"],
+}
+
+
 def chatglm_rules(text: str) -> str:
     text = text.replace("\n", "<n>").replace("\t", "<|tab|>")
     for n in range(80, 1, -1):
         text = text.replace(" " * n, f"<|blank_{n}|>")
     return text
+
+
+def pieces_as_whitespace(text: str) -> str:
+    """`text` with every whitespace piece's string turned into its whitespace (`<|blank_81|>` is no piece)."""
+    for n in range(80, 1, -1):
+        text = text.replace(f"<|blank_{n}|>", " " * n)
+    return text.replace("<n>", "\n").replace("<|tab|>", "\t")
 
 
 @pytest.fixture(scope="module", params=["bpe", "unigram"])
@@ -100,3 +119,26 @@ def test_a_vocabulary_without_chatglm_pieces_is_refused(tmp_path):
     path.write_bytes(model.getvalue())
     with pytest.raises(ValueError, match="not a ChatGLM vocabulary"):
         chatglm_tokenizer(str(path))
+
+
+def test_piece_strings_typed_in_plain_text_stay_text_and_real_whitespace_keeps_its_pieces(ice_text, tmp_path):
+    """With split_special_tokens a typed `<n>` is text and decodes as typed; real newlines, tabs and space runs keep
+    ChatGLM's pieces and ids. By default (markup) a typed `<n>` is the newline piece, as in ChatGLM's tokenizer."""
+    reference = spm.SentencePieceProcessor(model_file=str(ice_text))
+    tokenizer = chatglm_tokenizer(str(ice_text))
+    pieces = set(tokenizer.convert_tokens_to_ids(WHITESPACE))
+    for _ in range(2):  # as built, then saved after plain-text use and loaded again
+        for text, real in TYPED_PIECES.items():
+            plain = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            assert tokenizer.decode(plain) == text
+            assert [i for i in plain if i in pieces] == tokenizer.convert_tokens_to_ids(real), text
+            markup = tokenizer(text, add_special_tokens=False)["input_ids"]
+            assert markup == reference.encode(chatglm_rules(text)), text
+            assert tokenizer.decode(markup) == pieces_as_whitespace(text)
+        for text in [text for text in TEXTS if "[" not in text]:
+            expected = reference.encode(chatglm_rules(text)) + [reference.piece_to_id(p) for p in ("[gMASK]", "<sop>")]
+            assert tokenizer(text, split_special_tokens=True)["input_ids"] == expected
+        tokenizer.save_pretrained(tmp_path)
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    # what plain-text encoding adds to the backend (saved with it) is not added again after loading
+    assert str(tokenizer.backend_tokenizer.pre_tokenizer).count("Split(") <= 1

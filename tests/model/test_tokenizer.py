@@ -202,3 +202,39 @@ def test_multiple_choice_batches_pad_without_changing_scores(tokenizer):
         batch_logits = model(**{k: together[k] for k in inputs}).logits[row, :n]
         alone_logits = model(**{k: alone[k] for k in inputs}).logits[0]
         torch.testing.assert_close(batch_logits, alone_logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("texts", "named"),
+    [(["Paris", None], r"text\[1\] is NoneType \(None\)"), ([5, "Paris"], r"text\[0\] is int \(5\)")],
+)
+def test_a_batch_item_that_is_not_a_string_is_named(tokenizer, texts, named):
+    with pytest.raises(TypeError, match=named + ", not a string: pass a string or a list of strings"):
+        tokenizer(texts)
+    with pytest.raises(TypeError, match=named.replace("text", "text_pair")):
+        tokenizer(["a", "b"], texts)
+    assert tokenizer([("Paris", "France")])["input_ids"] == [tokenizer("Paris", "France")["input_ids"]]  # pairs
+
+
+def test_a_lone_surrogate_is_refused_with_its_position(tokenizer):
+    with pytest.raises(ValueError, match=r"text holds a lone surrogate \(U\+D800\) at character 0"):
+        tokenizer("\ud800")
+    with pytest.raises(ValueError, match=r"text\[1\] holds a lone surrogate \(U\+DC80\) at character 6"):
+        tokenizer(["Paris", "Tokyo \udc80 Japan"], split_special_tokens=True)
+
+
+def test_decode_refuses_ids_outside_the_vocabulary(tokenizer):
+    last = len(tokenizer) - 1
+    with pytest.raises(ValueError, match=rf"Cannot decode ids -1, 99999: this tokenizer's ids are 0\.\.{last}\."):
+        tokenizer.decode([5, 99999, -1])
+    with pytest.raises(ValueError, match="Cannot decode ids 99999"):
+        tokenizer.decode([99999])
+    with pytest.raises(ValueError, match="-100 marks ignored label positions"):
+        tokenizer.decode([20, -100, -100], skip_special_tokens=True)
+    with pytest.raises(ValueError, match=f"Cannot decode ids {2**32}"):
+        tokenizer.decode([20, 2**32], skip_special_tokens=True)
+    # Generation output: a model with more embedding rows than tokens can generate an id past the tokenizer,
+    # which is no text; skipped with the special tokens, as before.
+    text = tokenizer("Paris", add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode([*text, last + 1, tokenizer.eop_token_id], skip_special_tokens=True) == "Paris"
+    assert tokenizer.decode([last]).strip()  # the last id is in the vocabulary

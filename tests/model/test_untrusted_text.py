@@ -172,6 +172,19 @@ def test_chat_messages_are_plain_text_and_the_template_keeps_its_tokens(which, c
     assert parsed["input_ids"].count(gmask) == 2  # the documented opt-out parses them
 
 
+def test_chatglm_whitespace_piece_strings_in_a_chat_message_are_text(chatglm):
+    """A `<n>` / `<|blank_4|>` typed into a message is text (before: "Can't sanitize '<n>'"); the template's and the
+    message's real newlines keep ChatGLM's newline piece."""
+    tokenizer = chatglm[1]
+    newline = tokenizer.convert_tokens_to_ids("<n>")
+    typed = [{"role": "user", "content": "hello <n> you <|blank_4|>\nfine"}]
+    real = [{"role": "user", "content": "hello you\nfine"}]
+    ids = tokenizer.apply_chat_template(typed, add_generation_prompt=True)["input_ids"]
+    expected = tokenizer.apply_chat_template(real, add_generation_prompt=True)["input_ids"]
+    assert ids.count(newline) == expected.count(newline) == 1  # the real one
+    assert tokenizer.convert_tokens_to_ids("<|blank_4|>") not in ids
+
+
 def test_model_chat_reads_the_query_and_history_as_plain_text(chatglm):
     model, tokenizer = chatglm
     prompts = []

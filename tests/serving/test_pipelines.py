@@ -173,3 +173,17 @@ def test_fill_blank_says_what_is_wrong_with_span_markers_and_empty_input(model, 
             run("  ")
         with pytest.raises(ValueError, match="empty text"):
             run(["Paris is [MASK].", ""])
+
+
+def test_split_special_tokens_is_the_pipelines_plain_text_option(model, tokenizer):
+    """The tokenizer's name for plain text is accepted (before: generate() refused it as an unused model kwarg)."""
+    fill_blank = pipeline("fill-blank", model=model, tokenizer=tokenizer)
+    text = "The capital of [MASK] is"
+    plain = fill_blank(text, plain_text=True, max_new_tokens=3, do_sample=False)
+    assert fill_blank(text, split_special_tokens=True, max_new_tokens=3, do_sample=False) == plain
+    assert plain["filled_text"].startswith(text)
+    classify = pipeline("cloze-classification", model=model, tokenizer=tokenizer)
+    options = {"candidate_labels": ["France", "Japan"], "pattern": "{text} is in [MASK]."}
+    assert classify("Paris [MASK]", split_special_tokens=True, **options) == classify("Paris [MASK]", **options)
+    with pytest.raises(ValueError, match="plain_text=False and split_special_tokens=True, which are the same option"):
+        fill_blank(text, plain_text=False, split_special_tokens=True)
