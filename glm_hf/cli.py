@@ -490,7 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-size", type=_positive(int), default=None, help="columns per scale (default: one per row)"
     )
     quantize.add_argument(
-        "--activations", choices=("dynamic_int8",), default=None, help="W8A8: int8 activations too (fast on CPU)"
+        "--activations",
+        choices=("dynamic_int8",),
+        default=None,
+        help="int8 activations too: W8A8 with --bits 8, W4A8 with --bits 4 (absmax, per row; fast on CPU)",
     )
     _overwrite_option(quantize)
     quantize.set_defaults(handler=run_quantize)
