@@ -4,8 +4,9 @@ cache)."""
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AttentionInterface, AutoModelForCausalLM
 from transformers.cache_utils import DynamicCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from glm_hf import GLMForCausalLM, GLMForConditionalGeneration
 from glm_hf.model.transformers_compat import CACHE_FIELD, output_cache
@@ -183,6 +184,37 @@ def test_beam_search_and_sampling_run():
     assert beams.shape == (4, 8) and torch.equal(beams[::2, :4], ids)
     sampled = model.generate(ids, max_new_tokens=4, do_sample=True, top_k=5, eos_token_id=None)
     assert sampled.shape == (2, 8)
+
+
+def test_unpadded_unpacked_text_runs_attention_without_a_mask_tensor():
+    """`[gMASK] <sop> text` is plain causal attention: without padding or packing, SDPA gets no mask tensor (its
+    `is_causal` kernel); padding, packing and a KV cache after the prefix's stored keys need one."""
+    masks = []
+
+    def recording_sdpa(module, query, key, value, attention_mask, **kwargs):
+        masks.append(attention_mask)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("glm_test_recording_sdpa", recording_sdpa)
+    model = causal_model()
+    model.set_attn_implementation("glm_test_recording_sdpa")
+    ids = words(2, 8)
+    reference = model(ids, use_cache=False).logits
+    assert masks and all(mask is None for mask in masks)
+    model.train()
+    model(ids, labels=ids).loss.backward()
+    model(ids, attention_mask=torch.ones_like(ids), labels=ids)
+    assert all(mask is None for mask in masks)
+    model.eval()
+    for inputs in (
+        dict(attention_mask=torch.tensor([[0] + [1] * 7, [1] * 8])),
+        dict(position_ids=torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4]] * 2)),
+        dict(use_cache=True),
+    ):
+        masks.clear()
+        model(ids, **{"use_cache": False, **inputs})
+        assert all(isinstance(mask, torch.Tensor) for mask in masks), inputs
+    torch.testing.assert_close(model(ids, use_cache=True).logits, reference, atol=1e-5, rtol=1e-5)
 
 
 def test_clear_errors_for_long_inputs_and_glm_layouts():
