@@ -189,16 +189,16 @@ class MaskRule(ABC):
 def glm_rule(
     query: torch.Tensor,
     key: torch.Tensor,
-    sep: torch.Tensor | None,
+    key_in_part_a: torch.Tensor | None,
     key_seen: torch.Tensor | None,
     same_document: torch.Tensor | None,
 ) -> torch.Tensor:
-    """GLM's mask on query and key indices (broadcast together): causal, or key inside the row's Part A
-    (`key < sep`); keys not `key_seen` and keys of another document are hidden; each query always sees itself, so a
-    padding query never has an empty row (which would turn the softmax into NaN)."""
+    """GLM's mask on query and key indices (broadcast together): causal, or key inside the row's Part A; keys not
+    `key_seen` and keys of another document are hidden; each query always sees itself, so a padding query never has
+    an empty row (which would turn the softmax into NaN)."""
     allowed = key <= query
-    if sep is not None:
-        allowed = allowed | (key < sep)
+    if key_in_part_a is not None:
+        allowed = allowed | key_in_part_a
     if key_seen is not None:
         allowed = allowed & key_seen
     if same_document is not None:
@@ -214,7 +214,8 @@ class GLMMask(MaskRule):
     covers the tokens seen so far (`[batch, query_offset + query_length]`, or a static cache's every slot); keys
     where it is False, and key slots past it (a static cache's unused tail), are hidden. `documents`
     (`[batch, keys]`, see `document_ids`; rows without cached tokens) hides keys of another document than the
-    query's.
+    query's. Part A and padding are kept per key (`[batch, keys]`), the form flex attention's compiled CPU kernels
+    take for any batch size (a per-row lookup such as `sep[batch]` does not compile there once sizes vary).
     """
 
     def __init__(
@@ -225,31 +226,34 @@ class GLMMask(MaskRule):
         query_offset: int | torch.Tensor = 0,
         documents: torch.Tensor | None = None,
     ):
+        self.part_a = None
+        if sep is not None:
+            self.part_a = torch.arange(key_length, device=sep.device) < sep[:, None]
         if padding_mask is not None:
             padding_mask = padding_mask.bool()[:, :key_length]
             padding_mask = nn.functional.pad(padding_mask, (0, key_length - padding_mask.shape[-1]), value=False)
-        self.sep, self.padding_mask, self.query_offset, self.documents = sep, padding_mask, query_offset, documents
+        self.padding_mask, self.query_offset, self.documents = padding_mask, query_offset, documents
 
     def __call__(
         self, batch: torch.Tensor, head: torch.Tensor, query: torch.Tensor, key: torch.Tensor
     ) -> torch.Tensor:
-        sep, padding, documents = self.sep, self.padding_mask, self.documents
+        part_a, padding, documents = self.part_a, self.padding_mask, self.documents
         return glm_rule(
             query + self.query_offset,
             key,
-            None if sep is None else sep[batch],
+            None if part_a is None else part_a[batch, key],
             None if padding is None else padding[batch, key],
             None if documents is None else documents[batch, query] == documents[batch, key],
         )
 
     def dense(self, batch: int, query_length: int, key_length: int, device) -> torch.Tensor:
-        sep, padding, documents = self.sep, self.padding_mask, self.documents
+        part_a, padding, documents = self.part_a, self.padding_mask, self.documents
         query = (torch.arange(query_length, device=device) + self.query_offset).view(1, 1, -1, 1)
         key = torch.arange(key_length, device=device).view(1, 1, 1, -1)
         allowed = glm_rule(
             query,
             key,
-            None if sep is None else sep.view(-1, 1, 1, 1),
+            None if part_a is None else part_a[:, None, None, :],
             None if padding is None else padding[:, None, None, :],
             None if documents is None else documents[:, None, :query_length, None] == documents[:, None, None, :],
         )

@@ -220,7 +220,7 @@ class GLMPreTrainedModel(GLMHubMixin, PreTrainedModel):
     _supports_sdpa = True
     _can_compile_fullgraph = True
     _supports_flash_attn = False
-    _supports_flex_attn = False
+    _supports_flex_attn = True
     _supports_attention_backend = True
     _can_record_outputs = {"hidden_states": GLMBlock, "attentions": GLMAttention}
 
