@@ -34,20 +34,22 @@ configurations alternate within each round, in reversed order every other round,
    model's Linears run) over every matrix one decode step reads: per layer query_key_value (3h x h), dense (h x h),
    dense_h_to_4h (4h x h), dense_4h_to_h (h x 4h), and the output layer onto the vocabulary (vocab x h); the GLM
    model's own weight tensors, so their memory layout is the model's. The pass is timed `--roofline-passes` times
-   after one warm-up pass; achieved GB/s = bytes of those matrices / median time per pass. Roofline tokens/s at
-   batch 1 = GB/s / weight bytes (the bytes read per step; biases, LayerNorms, embedding rows and the KV cache are
-   left out, well under 1% at the defaults). At batch 8 the roofline is 8x the batch-1 figure: the weights are
-   read once per step for the whole batch (the batch's extra compute and KV-cache reads are ignored). GPT-2 reads
-   the same matrices (transposed, as Conv1D), so it has the same roofline.
+   after one warm-up pass; achieved GB/s = bytes of those matrices / the fastest pass (best of N: the strictest
+   roofline a run can show, since any pass slower than the best lost time to something other than reading weights).
+   Roofline tokens/s at batch 1 = GB/s / weight bytes (the bytes read per step; biases, LayerNorms, embedding rows
+   and the KV cache are left out, well under 1% at the defaults). At batch 8 the roofline is 8x the batch-1 figure:
+   the weights are read once per step for the whole batch (the batch's extra compute and KV-cache reads are
+   ignored). GPT-2 reads the same matrices (transposed, as Conv1D), so it has the same roofline.
 3. train step: `loss.backward()` and `torch.optim.AdamW.step()` (grads set to None after each step), `model.train()`,
    batch `--train-batch` x `--train-seq` random ids with every position labelled (labels = input_ids; both models
    shift inside), as bench_vs_gpt2.py measures "every GLM position labelled". The train models are built
    separately at `--train-hidden` / `--train-layers` / `--train-heads` (defaults 512 / 8 / 8; vocab `--vocab`,
    the same sizes for both models), because a glm-large-sized step would take an estimated 20 s on 2 cores.
 
-Goals (reported, never asserted): GLM decode at batch 1 >= 0.60 of the roofline and >= 1.0x GPT-2's tokens/s,
-both eager and compiled; train step time GLM / GPT-2 <= 1.0. A configuration that fails shows "failed: <error>"
-in its cell (the full message follows the table) and the run goes on.
+Goals (reported, never asserted; issue 28): GLM decode at batch 1 >= 0.90 of the roofline and >= 1.0x GPT-2's
+tokens/s, both eager and compiled, and at batch 8 >= 0.60 of 8x the roofline; train step time GLM / GPT-2 <= 1.0. A
+configuration that fails shows "failed: <error>" in its cell (the full message follows the table) and the run goes
+on.
 
 Run (CPU; defaults: P 32, N 64, 3 repeats; estimated 6-9 minutes on 2 cores: about 4 minutes of eager and
 compiled decoding at ~14 tok/s at batch 1 plus 2-4 minutes of inductor compilation for the two compiled models
@@ -84,7 +86,8 @@ from transformers.pytorch_utils import Conv1D
 from glm_hf import GLMConfig, GLMForCausalLM
 
 DECODE_BATCHES = (1, 8)
-GOAL_ROOFLINE_FRACTION = 0.60
+GOAL_ROOFLINE_FRACTION = 0.90
+GOAL_BATCH8_ROOFLINE_FRACTION = 0.60
 GOAL_DECODE_RATIO = 1.0
 GOAL_TRAIN_RATIO = 1.0
 CELL_ERROR_CHARS = 60
@@ -183,7 +186,7 @@ def n_bytes(tensors: list[torch.Tensor]) -> int:
 
 
 def matrix_vector_gbps(matrices: list[torch.Tensor], passes: int) -> float:
-    """Achieved memory bandwidth (GB/s) of one pass of `F.linear(x, W)` (x of batch 1) over `matrices`, the median
+    """Achieved memory bandwidth (GB/s) of one pass of `F.linear(x, W)` (x of batch 1) over `matrices`: the fastest
     of `passes` timed passes after one warm-up pass."""
     inputs = {w.shape[1]: torch.randn(1, w.shape[1], dtype=w.dtype) for w in matrices}
 
@@ -195,7 +198,7 @@ def matrix_vector_gbps(matrices: list[torch.Tensor], passes: int) -> float:
 
     with torch.no_grad():
         one_pass()
-        seconds = statistics.median(one_pass() for _ in range(passes))
+        seconds = min(one_pass() for _ in range(passes))
     return n_bytes(matrices) / seconds / 1e9
 
 
@@ -430,6 +433,9 @@ def decode_rows(
                 goals = goal(glm_rate / rooflines["GLM"], GOAL_ROOFLINE_FRACTION, at_least=True, unit=" of roofline")
                 if ratio is not None:
                     goals += "; " + goal(ratio, GOAL_DECODE_RATIO, at_least=True, unit="× GPT-2")
+            elif glm_rate is not None:
+                fraction = glm_rate / (batch * rooflines["GLM"])
+                goals = goal(fraction, GOAL_BATCH8_ROOFLINE_FRACTION, at_least=True, unit=f" of {batch}× roofline")
             rows.append((metric, *cells, f"{ratio:.3f}" if ratio is not None else "–", goals))
     return rows
 
@@ -496,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"- roofline: F.linear(x, W), x of batch 1, over the {len(matrices)} matrices one decode step reads "
-        f"({weight_bytes / 1e6:.1f} MB fp32; GPT-2's: {gpt2_bytes / 1e6:.1f} MB), median of {args.roofline_passes} "
+        f"({weight_bytes / 1e6:.1f} MB fp32; GPT-2's: {gpt2_bytes / 1e6:.1f} MB), best of {args.roofline_passes} "
         f"passes: {gbps:.1f} GB/s, so {rooflines['GLM']:.1f} tok/s at batch 1. Batch 8's roofline is assumed 8× "
         f"batch 1's ({8 * rooflines['GLM']:.1f} tok/s): the weights are read once per step for the whole batch."
     )
