@@ -669,13 +669,13 @@ def causal_text_mask(
     read_host: bool,
 ) -> MaskRule | None:
     """The causal head's mask over the text (the caller's tokens, cached ones first; the prefix left out), None when
-    it is plain causal attention.
+    the text is read plainly causally (no padding, one document per row).
 
     A 4D mask says it all. Otherwise text is read causally, padding hidden; when the caller gave `position_ids` for
     a row with no cached tokens (`new_tokens_only`), each restart begins a new document (`document_ids`), which sees
     only itself besides the prefix: packed rows give each document the logits it gets alone. With `read_host`
     (inputs entering the model, not traced), a padding mask without padding and rows of one document are dropped, so
-    a batch without either is plain causal attention, which needs no mask tensor (SDPA's `is_causal`)."""
+    that such batches are plain causal attention, which needs no mask tensor (SDPA's `is_causal`)."""
     if mask_4d is not None:
         return TensorMask(mask_4d)
     documents = None
@@ -686,8 +686,8 @@ def causal_text_mask(
             padding = None
         if documents is not None and not several_documents(documents):
             documents = None
-        if padding is None and documents is None and isinstance(past_length, int) and past_length == 0:
-            return None
+    if padding is None and documents is None:
+        return None
     if documents is not None:  # key slots past the tokens (a static cache's) belong to no document
         documents = nn.functional.pad(documents, (0, key_length - documents.shape[-1]), value=-1)
     return GLMMask(None, key_length, padding, past_length, documents)
@@ -704,7 +704,7 @@ def causal_text_layout(
     device: torch.device,
 ) -> tuple[torch.Tensor, MaskRule | None]:
     """What the causal head computes with, from what its caller passed: the 1D text positions `[batch or 1, seq]`
-    and the text's mask rule, None for plain causal attention (see `read_causal_mask`, `causal_text_positions`
+    and the text's mask rule, None for plainly causal text (see `read_causal_mask`, `causal_text_positions`
     and `causal_text_mask`). `shape`: [batch, seq]."""
     padding, mask_4d = read_causal_mask(attention_mask, shape, past_length, key_length)
     positions = causal_text_positions(position_ids, padding, past_length, shape[1], device)
@@ -753,11 +753,13 @@ def left_to_right_text_mask(
     device: torch.device,
 ) -> LayoutMask:
     """The mask of text read after the prefix's stored keys and values (queries: the text's `seq_len` new tokens;
-    keys: the prefix's, then `key_length` cached and new ones); `text_mask` None is causal."""
+    keys: the prefix's, then `key_length` cached and new ones); `text_mask` None is plain causal text."""
+    keys = LEFT_TO_RIGHT_PREFIX_LENGTH + key_length
+    if text_mask is None and seq_len == 1 and isinstance(past_length, int) and key_length == past_length + 1:
+        return LayoutMask(None, batch, seq_len, keys, device)  # one new token that sees every key
     if text_mask is None:
         text_mask = GLMMask(None, key_length, query_offset=past_length)
-    rule = LeftToRightMask(text_mask, prefix_queries=False)
-    return LayoutMask(rule, batch, seq_len, LEFT_TO_RIGHT_PREFIX_LENGTH + key_length, device)
+    return LayoutMask(LeftToRightMask(text_mask, prefix_queries=False), batch, seq_len, keys, device)
 
 
 def left_to_right_sequence(
