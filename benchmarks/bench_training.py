@@ -4,9 +4,12 @@ against padded SFT batches, and flex attention against SDPA; one table from one 
 Models: as in `bench_decode.py`'s train step: `GLMForCausalLM` (learned 2D positions, pre-LN) and
 `GPT2LMHeadModel` with the same vocab, hidden size, layers, heads, max positions, intermediate size (4 * hidden),
 activation, tied embeddings, dropout 0, float32, SDPA attention, `model.train()`, random init from the same seed;
-`GLMForConditionalGeneration` holds the same weights as the causal head. Every time is the median of `--repeats`
-timed runs after one untimed warm-up run of each configuration; the configurations alternate within each round,
-in reversed order every other round (`bench_vs_gpt2.interleaved`), to cancel slow drift.
+`GLMForConditionalGeneration` holds the same weights as the causal head. Each configuration runs once untimed,
+then `--repeats` timed rounds in which the configurations alternate, in reversed order every other round
+(`bench_vs_gpt2.interleaved`); times are medians, ratios the median of the per-round ratios (both runs of a round
+see the same load, so drift and other work on a shared machine largely cancel). `--clock cpu` times runs by this
+process's CPU time instead of the wall clock, which other work barely changes when torch runs one thread
+(`--threads 1`).
 
 Rows:
 
@@ -34,6 +37,7 @@ Goals (reported, never asserted): train step GLM / GPT-2 <= 1.0 in rows 1 and 2;
 Run (CPU; estimated 4-6 minutes on 2 cores, most of it the padded SFT steps and flex compilation):
 
     python benchmarks/bench_training.py
+    python benchmarks/bench_training.py --threads 1 --clock cpu --skip-flex     # steadier on a shared machine
     python benchmarks/bench_training.py --hidden 64 --layers 2 --heads 4 --vocab 1000 --seq 32 --repeats 1 \\
         --sft-docs 8 --sft-median 24 --sft-max 64 --threads 1                          # a smoke test
 
@@ -79,6 +83,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and data (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
     parser.add_argument("--skip-flex", action="store_true", help="leave out the flex attention rows")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time runs by the wall clock, or by this process's CPU time (steadier on a shared machine with "
+        "--threads 1; default wall)",
+    )
     args = parser.parse_args(argv)
     if args.seq + 2 > args.positions or args.sft_max + 2 > args.positions:
         parser.error("--seq + 2 and --sft-max + 2 must not exceed --positions.")
@@ -124,8 +135,28 @@ def prefill(model: torch.nn.Module, inputs: dict) -> Callable[[], None]:
     return run
 
 
-def medians(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    return {name: statistics.median(times) for name, times in interleaved(runs, repeats).items()}
+def on_clock(run: Callable[[], None], clock: str) -> Callable[[], float | None]:
+    """`run`, timed by `interleaved` on the wall clock, or returning the CPU time it took (`clock="cpu"`: this
+    process's CPU seconds, which other work on a shared machine barely changes when torch runs one thread)."""
+    if clock == "wall":
+        return run
+
+    def timed() -> float:
+        start = time.process_time()
+        run()
+        return time.process_time() - start
+
+    return timed
+
+
+def times(runs: dict[str, Callable[[], None]], repeats: int, clock: str) -> dict[str, list[float]]:
+    """Per configuration, its times in round order (`bench_vs_gpt2.interleaved`)."""
+    return interleaved({name: on_clock(run, clock) for name, run in runs.items()}, repeats)
+
+
+def median_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """The median of the per-round ratios: both runs of a round see the same load, so slow drift cancels."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -160,8 +191,8 @@ def sft_batches(documents: list[list[int]], per_step: int, padding_free: bool) -
 # Measurements
 
 
-def measure_train_ratio(glm, gpt2, seq2seq, ids: torch.Tensor, infilling: dict, repeats: int) -> dict[str, float]:
-    """Median step times: GLM's causal head and GPT-2 with every position labelled, GLM's seq2seq head on the
+def measure_train_ratio(glm, gpt2, seq2seq, ids, infilling: dict, repeats: int, clock: str) -> dict[str, list]:
+    """Step times per round: GLM's causal head and GPT-2 with every position labelled, GLM's seq2seq head on the
     blank-infilling rows."""
     every_position = {"input_ids": ids, "labels": ids}
     runs = {
@@ -169,23 +200,23 @@ def measure_train_ratio(glm, gpt2, seq2seq, ids: torch.Tensor, infilling: dict, 
         "gpt2": train_pass(gpt2, [every_position]),
         "glm_infilling": train_pass(seq2seq, [infilling]),
     }
-    return medians(runs, repeats)
+    return times(runs, repeats, clock)
 
 
-def measure_sft(glm, gpt2, documents: list[list[int]], per_step: int, repeats: int) -> dict[str, float]:
-    """Median pass times over the SFT documents, padded and padding-free, for both models."""
+def measure_sft(glm, gpt2, documents: list[list[int]], per_step: int, repeats: int, clock: str) -> dict[str, list]:
+    """Pass times per round over the SFT documents, padded and padding-free, for both models."""
     padded = sft_batches(documents, per_step, padding_free=False)
     packed = sft_batches(documents, per_step, padding_free=True)
     runs = {}
     for name, model in (("glm", glm), ("gpt2", gpt2)):
         runs[f"{name}_padded"] = train_pass(model, padded)
         runs[f"{name}_packed"] = train_pass(model, packed)
-    return medians(runs, repeats)
+    return times(runs, repeats, clock)
 
 
-def measure_flex(glm, seq2seq, ids: torch.Tensor, infilling: dict, repeats: int) -> tuple[dict, dict, str]:
-    """Median prefill times with SDPA and flex attention, the flex warm-ups' times (compilation) and what a flex
-    train step does on this device."""
+def measure_flex(glm, seq2seq, ids, infilling: dict, repeats: int, clock: str) -> tuple[dict, dict, str]:
+    """Prefill times per round with SDPA and flex attention, the flex warm-ups' wall times (compilation) and what a
+    flex train step does on this device."""
     infilling_inputs = {name: value for name, value in infilling.items() if name != "labels"}
     results, warm_ups = {}, {}
     for attention in ("sdpa", "flex_attention"):
@@ -199,7 +230,7 @@ def measure_flex(glm, seq2seq, ids: torch.Tensor, infilling: dict, repeats: int)
             start = time.perf_counter()
             run()
             warm_ups[name] = time.perf_counter() - start
-        results.update(medians(runs, repeats))
+        results.update(times(runs, repeats, clock))
     glm.train()
     try:
         glm(input_ids=ids, labels=ids).loss.backward()
@@ -215,6 +246,45 @@ def measure_flex(glm, seq2seq, ids: torch.Tensor, infilling: dict, repeats: int)
 
 # --------------------------------------------------------------------------------------------------------------
 # Report
+
+
+def ratio_row(metric: str, glm: list[float], reference: list[float], label: str, goal_cell: str) -> tuple:
+    """A table row: GLM's median time, the reference's, and the median per-round ratio."""
+    glm_ms, reference_ms = statistics.median(glm) * 1e3, statistics.median(reference) * 1e3
+    ratio = median_ratio(glm, reference)
+    return (metric, f"{glm_ms:.0f} ms", f"{label} {reference_ms:.0f} ms", f"{ratio:.3f}", goal_cell.format(ratio))
+
+
+def train_rows(train: dict[str, list[float]], size: str) -> list[tuple]:
+    rows = []
+    for label, key in (("every position labelled", "glm"), ("GLM blank-infilling layout", "glm_infilling")):
+        ratio = median_ratio(train[key], train["gpt2"])
+        goal_cell = goal(ratio, GOAL_TRAIN_RATIO, at_least=False)
+        rows.append(
+            ratio_row(f"train step fwd+bwd+AdamW, {size}, {label}", train[key], train["gpt2"], "GPT-2", goal_cell)
+        )
+    return rows
+
+
+def sft_rows(sft: dict[str, list[float]], tokens: int) -> list[tuple]:
+    rows = []
+    for name, label in (("glm", "GLM"), ("gpt2", "GPT-2")):
+        packed, padded = sft[f"{name}_packed"], sft[f"{name}_padded"]
+        gain = median_ratio(padded, packed)  # tokens/s packed over padded = time padded over packed
+        packed_rate, padded_rate = tokens / statistics.median(packed), tokens / statistics.median(padded)
+        rows.append(
+            (f"SFT tokens/s, {label}: packed (padding-free) vs padded", f"{packed_rate:.0f} tok/s")
+            + (f"padded {padded_rate:.0f} tok/s", f"{gain:.2f}", goal(gain, GOAL_PACKED_GAIN, at_least=True))
+        )
+    return rows
+
+
+def flex_rows(flex: dict[str, list[float]], size: str) -> list[tuple]:
+    rows = []
+    for name, label in (("causal", "causal head (plain causal)"), ("infilling", "seq2seq head (prefix-LM)")):
+        metric = f"prefill {size}, {label}: flex vs SDPA"
+        rows.append(ratio_row(metric, flex[f"{name}_flex_attention"], flex[f"{name}_sdpa"], "SDPA", "–"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,59 +309,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"models: vocab {args.vocab}, hidden {args.hidden}, layers {args.layers}, heads {args.heads}, positions "
-        f"{args.positions}; batch {args.batch} x {args.seq}; repeats {args.repeats} (medians after one warm-up)",
+        f"{args.positions}; batch {args.batch} x {args.seq}; {args.clock} clock; repeats {args.repeats} (medians "
+        "after one warm-up)",
         flush=True,
     )
-    rows = []
     size = f"{args.batch}×{args.seq}"
 
     t = time.perf_counter()
-    train = measure_train_ratio(glm, gpt2, seq2seq, ids, infilling, args.repeats)
-    for label, key in (("every position labelled", "glm"), ("GLM blank-infilling layout", "glm_infilling")):
-        ratio = train[key] / train["gpt2"]
-        rows.append(
-            (f"train step fwd+bwd+AdamW, {size}, {label}", f"{train[key] * 1e3:.0f} ms")
-            + (f"GPT-2 {train['gpt2'] * 1e3:.0f} ms", f"{ratio:.3f}", goal(ratio, GOAL_TRAIN_RATIO, at_least=False))
-        )
+    rows = train_rows(measure_train_ratio(glm, gpt2, seq2seq, ids, infilling, args.repeats, args.clock), size)
     print(f"train steps measured in {time.perf_counter() - t:.1f}s", flush=True)
 
     t = time.perf_counter()
-    sft = measure_sft(glm, gpt2, documents, args.sft_docs_per_step, args.repeats)
     tokens = sum(len(doc) for doc in documents)
-    padded = sft_batches(documents, args.sft_docs_per_step, padding_free=False)
-    padded_tokens = sum(int(batch["attention_mask"].numel()) for batch in padded)
-    for name, model_label in (("glm", "GLM"), ("gpt2", "GPT-2")):
-        packed, padded = tokens / sft[f"{name}_packed"], tokens / sft[f"{name}_padded"]
-        gain = packed / padded
-        rows.append(
-            (f"SFT tokens/s, {model_label}: packed (padding-free) vs padded", f"{packed:.0f} tok/s")
-            + (f"padded {padded:.0f} tok/s", f"{gain:.2f}", goal(gain, GOAL_PACKED_GAIN, at_least=True))
-        )
+    rows += sft_rows(measure_sft(glm, gpt2, documents, args.sft_docs_per_step, args.repeats, args.clock), tokens)
     print(f"SFT passes measured in {time.perf_counter() - t:.1f}s", flush=True)
 
-    flex_notes = []
+    notes = []
     if not args.skip_flex:
         t = time.perf_counter()
-        flex, warm_ups, train_note = measure_flex(glm, seq2seq, ids, infilling, args.repeats)
-        for name, label in (("causal", "causal head (plain causal)"), ("infilling", "seq2seq head (prefix-LM)")):
-            ratio = flex[f"{name}_flex_attention"] / flex[f"{name}_sdpa"]
-            rows.append(
-                (f"prefill {size}, {label}: flex vs SDPA", f"{flex[f'{name}_flex_attention'] * 1e3:.0f} ms")
-                + (f"SDPA {flex[f'{name}_sdpa'] * 1e3:.0f} ms", f"{ratio:.2f}", "–")
-            )
-            flex_notes.append(f"{label}: flex warm-up (compilation) {warm_ups[f'{name}_flex_attention']:.1f}s")
+        flex, warm_ups, train_note = measure_flex(glm, seq2seq, ids, infilling, args.repeats, args.clock)
+        rows += flex_rows(flex, size)
         rows.append((f"train step {size} with flex attention", train_note, "–", "–", "–"))
+        for name in ("causal", "infilling"):
+            notes.append(f"flex warm-up (compilation), {name}: {warm_ups[f'{name}_flex_attention']:.1f}s wall")
         print(f"flex measured in {time.perf_counter() - t:.1f}s", flush=True)
 
-    header = ("metric", "GLM", "reference", "ratio", "goal")
-    print("\n" + markdown_table(header, rows) + "\n")
+    print("\n" + markdown_table(("metric", "GLM", "reference", "ratio", "goal"), rows) + "\n")
     lengths = sorted(len(doc) for doc in documents)
+    padded = sft_batches(documents, args.sft_docs_per_step, padding_free=False)
+    slots = sum(int(batch["attention_mask"].numel()) for batch in padded)
     print(
         f"- SFT documents: {len(documents)}, {tokens} tokens, lengths {lengths[0]}..{lengths[-1]} (median "
-        f"{lengths[len(lengths) // 2]}), {args.sft_docs_per_step} per step; padded steps hold {padded_tokens} slots "
-        f"({tokens / padded_tokens:.0%} real tokens)."
+        f"{lengths[len(lengths) // 2]}), {args.sft_docs_per_step} per step; padded steps hold {slots} slots "
+        f"({tokens / slots:.0%} real tokens)."
     )
-    for note in flex_notes:
+    print("- ratio: the median of the per-round ratios (both runs of a round see the same load).")
+    for note in notes:
         print(f"- {note}")
     print(f"\ntotal benchmark time: {time.perf_counter() - started:.1f}s")
     return 0
