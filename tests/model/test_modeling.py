@@ -410,6 +410,17 @@ def test_inputs_embeds_with_a_padding_mask_read_as_part_a():
     torch.testing.assert_close(model(inputs_embeds=embeds, attention_mask=mask).logits, expected)
 
 
+def test_left_padding_positions_in_transformers_convention_are_accepted():
+    """`cumsum(mask) - 1` with padding at 1: the pads' positions are not read, so the row is not taken as packed."""
+    model = tiny_model()
+    ids = random_words(torch.Generator().manual_seed(0), 2, 6)
+    padded = torch.cat([torch.full((2, 2), PAD), ids], 1)
+    mask = torch.cat([torch.zeros(2, 2, dtype=torch.long), torch.ones(2, 6, dtype=torch.long)], 1)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    logits = model(padded, attention_mask=mask, position_ids=positions).logits[:, 2:]
+    torch.testing.assert_close(logits, model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
 def test_packed_sequences_are_refused_and_bos_token_id_exists():
     model = tiny_model()
     with pytest.raises(ValueError, match="packed sequences"):
