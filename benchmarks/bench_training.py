@@ -13,9 +13,10 @@ process's CPU time instead of the wall clock, which other work barely changes wh
 
 Rows:
 
-1. train step, every position labelled: forward + `loss.backward()` + `torch.optim.AdamW.step()` (grads set to
-   None), `--batch` x `--seq` random ordinary ids, labels = input_ids (both models shift inside). GLM reads them in
-   its left-to-right layout (`[gMASK] <|startofpiece|>` then the text: plain causal attention, SDPA's `is_causal`).
+1. train step, every position labelled: forward (`use_cache=False`, as TRL calls it) + `loss.backward()` +
+   `torch.optim.AdamW.step()` (grads set to None), `--batch` x `--seq` random ordinary ids, labels = input_ids
+   (both models shift inside). GLM reads them in its left-to-right layout (`[gMASK] <|startofpiece|>` then the
+   text: plain causal attention, SDPA's `is_causal`).
 2. train step, GLM's blank-infilling layout: the same step for `GLMForConditionalGeneration` on rows of exactly
    `--seq` tokens built like `bench_vs_gpt2.train_batch` (Part A with 3 `[MASK]` blanks, then the spans, 102 Part B
    tokens; labels -100 on Part A, so only Part B is projected onto the vocabulary); GPT-2 as in row 1.
@@ -103,10 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict) -> Callable[[], None]:
-    """A run of one forward + backward + optimizer step on `batch` (which holds the labels)."""
+    """A run of one forward + backward + optimizer step on `batch` (which holds the labels), without a KV cache, as
+    TRL's `SFTTrainer` calls the model: with a cache, GPT-2 (transformers' masks) reads a padding-free row as one
+    sequence, its documents attending to each other."""
 
     def run() -> None:
-        model(**batch).loss.backward()
+        model(**batch, use_cache=False).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
