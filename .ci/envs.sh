@@ -34,7 +34,7 @@ build_env() {
 }
 
 # newest_release: the newest transformers release on the package index, which a user with the full index installs
-# even where pip here resolves an older one (5.25.0 requires kernels>=0.19.1, which this index lacks)
+# even where pip here resolves an older one (5.25.0 requires kernels>=0.19.1, which this index lacked until 2026-12-03)
 newest_release() {
     python3 -m pip index versions transformers 2>/dev/null | sed -n 's/^transformers (\([^)]*\)).*/\1/p'
 }
