@@ -66,6 +66,7 @@ and both batch sizes, under half a minute for the train steps and the roofline):
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -77,6 +78,7 @@ from dataclasses import dataclass, field
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+import torch.nn.functional as F
 import transformers
 from bench_vs_gpt2 import _FirstTokenClock, interleaved, n_params, random_ids
 from torch._dynamo.utils import counters as dynamo_counters
@@ -84,8 +86,10 @@ from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel, LogitsProce
 from transformers.pytorch_utils import Conv1D
 
 from glm_hf import GLMConfig, GLMForCausalLM
+from glm_hf.cpu_packing import PackedLinear, pack_for_cpu
 
 DECODE_BATCHES = (1, 8)
+LAYOUTS = ("plain", "packed")  # weights as the models are built; reordered by glm_hf.pack_for_cpu
 GOAL_ROOFLINE_FRACTION = 0.90
 GOAL_BATCH8_ROOFLINE_FRACTION = 0.60
 GOAL_DECODE_RATIO = 1.0
@@ -115,6 +119,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
     parser.add_argument("--skip-compile", action="store_true", help="leave out the compiled configurations")
     parser.add_argument("--skip-train", action="store_true", help="leave out the train step")
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=LAYOUTS,
+        default=list(LAYOUTS),
+        help="weight layouts to decode with: plain (as built) and packed (glm_hf.pack_for_cpu); default both",
+    )
+    parser.add_argument(
+        "--batch-hint", type=int, default=1, help="rows per step pack_for_cpu tunes the packed weights for (default 1)"
+    )
     args = parser.parse_args(argv)
     if args.prompt < 1 or args.new_tokens < 2 or args.repeats < 1 or args.roofline_passes < 1:
         parser.error("--prompt, --repeats and --roofline-passes must be >= 1, --new-tokens >= 2.")
@@ -185,21 +199,36 @@ def n_bytes(tensors: list[torch.Tensor]) -> int:
 # Roofline
 
 
-def matrix_vector_gbps(matrices: list[torch.Tensor], passes: int) -> float:
-    """Achieved memory bandwidth (GB/s) of one pass of `F.linear(x, W)` (x of batch 1) over `matrices`: the fastest
-    of `passes` timed passes after one warm-up pass."""
-    inputs = {w.shape[1]: torch.randn(1, w.shape[1], dtype=w.dtype) for w in matrices}
+def _fastest_pass_gbps(matrices: list[torch.Tensor], read: Callable[[int, torch.Tensor], None], passes: int) -> float:
+    """GB/s of the fastest of `passes` timed passes of `read(i, matrices[i])` over every matrix, after one warm-up
+    pass."""
 
     def one_pass() -> float:
         start = time.perf_counter()
-        for w in matrices:
-            torch.nn.functional.linear(inputs[w.shape[1]], w)
+        for i, w in enumerate(matrices):
+            read(i, w)
         return time.perf_counter() - start
 
     with torch.no_grad():
         one_pass()
         seconds = min(one_pass() for _ in range(passes))
     return n_bytes(matrices) / seconds / 1e9
+
+
+def matrix_vector_gbps(matrices: list[torch.Tensor], passes: int) -> dict[str, float]:
+    """Achieved memory bandwidth (GB/s) of matrix-vector products (x of batch 1) over `matrices`, per CPU kernel
+    torch offers for them: `F.linear` (MKL's GEMM, what `nn.Linear` runs) and oneDNN's linear on weights
+    reordered for one row (what `glm_hf.pack_for_cpu` runs). Each is the fastest of `passes` passes."""
+    inputs = {w.shape[1]: torch.randn(1, w.shape[1], dtype=w.dtype) for w in matrices}
+    result = {"F.linear": _fastest_pass_gbps(matrices, lambda i, w: F.linear(inputs[w.shape[1]], w), passes)}
+    packed = [PackedLinear(w, None) for w in matrices]
+    result["oneDNN packed"] = _fastest_pass_gbps(matrices, lambda i, w: packed[i](inputs[w.shape[1]]), passes)
+    return result
+
+
+def streaming_read_gbps(matrices: list[torch.Tensor], passes: int) -> float:
+    """GB/s of `Tensor.sum()` over `matrices`: reading the same bytes with no product, for reference."""
+    return _fastest_pass_gbps(matrices, lambda i, w: w.sum(), passes)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -237,16 +266,27 @@ class DecodeRecord:
         return steps * batch / statistics.median(self.decode_seconds[1:])
 
 
-def decode_configurations(glm: GLMForCausalLM, gpt2: GPT2LMHeadModel, skip_compile: bool) -> list[Decoder]:
-    """The four configurations (two without `--skip-compile`). The compiled ones use transformers' default
-    `CompileConfig()`, flagged to compile on every device (see the module docstring)."""
-    decoders = [Decoder("GLM eager", glm), Decoder("GPT-2 eager", gpt2)]
-    if not skip_compile:
-        for label, model in (("GLM compiled", glm), ("GPT-2 compiled", gpt2)):
+def label(model_name: str, layout: str, mode: str) -> str:
+    """A configuration's label, e.g. "GLM packed compiled"."""
+    return f"{model_name} {layout} {mode}"
+
+
+def decode_configurations(models: dict[tuple[str, str], torch.nn.Module], skip_compile: bool) -> list[Decoder]:
+    """Eager and (without `--skip-compile`) compiled configurations of every (model name, layout) in `models`. The
+    compiled ones use transformers' default `CompileConfig()`, flagged to compile on every device (see the module
+    docstring)."""
+    decoders = []
+    for (model_name, layout), model in models.items():
+        decoders.append(Decoder(label(model_name, layout, "eager"), model))
+        if not skip_compile:
             compile_config = CompileConfig()
             compile_config._compile_all_devices = True  # transformers auto-compiles on CPU only when asked to
             decoders.append(
-                Decoder(label, model, {"cache_implementation": "static", "compile_config": compile_config})
+                Decoder(
+                    label(model_name, layout, "compiled"),
+                    model,
+                    {"cache_implementation": "static", "compile_config": compile_config},
+                )
             )
     return decoders
 
@@ -406,38 +446,52 @@ def cpu_name() -> str:
 def decode_rows(
     decoders: list[Decoder], records: dict[int, dict[str, DecodeRecord]], rooflines: dict[str, float], steps: int
 ) -> list[tuple[str, ...]]:
-    """One row per batch size and mode (eager, compiled): GLM and GPT-2 tok/s, their fractions of their batch-1
-    roofline (`rooflines`, tok/s by model name) times the batch, the ratio and, at batch 1, the goals."""
+    """One row per batch size, weight layout and mode: GLM and GPT-2 tok/s (same layout and mode), their fractions
+    of their batch-1 roofline (`rooflines`, tok/s by model name) times the batch, the ratio and the goals."""
     labels = {d.label for d in decoders}
     rows = []
     for batch in DECODE_BATCHES:
-        for mode, title in (("eager", "eager, dynamic cache"), ("compiled", "compiled, static cache")):
-            metric = f"decode tok/s, batch {batch}, {title}"
-            if f"GLM {mode}" not in labels:
-                rows.append((metric, "skipped", "–", "skipped", "–", "–", "–"))
-                continue
-            cells, rates = [], []
-            for model_name in ("GLM", "GPT-2"):
-                record = records[batch][f"{model_name} {mode}"]
-                if record.error:
-                    cells += [f"failed: {record.error[:CELL_ERROR_CHARS]}", "–"]
-                    rates.append(None)
+        for layout in LAYOUTS:
+            for mode, title in (("eager", "eager, dynamic cache"), ("compiled", "compiled, static cache")):
+                metric = f"decode tok/s, batch {batch}, {layout} weights, {title}"
+                if label("GLM", layout, mode) not in labels:
                     continue
-                rate = record.tokens_per_second(steps, batch)
-                cells += [f"{rate:.1f}", f"{rate / (batch * rooflines[model_name]):.2f}"]
-                rates.append(rate)
-            glm_rate, gpt2_rate = rates
-            ratio = glm_rate / gpt2_rate if glm_rate is not None and gpt2_rate is not None else None
-            goals = "–"
-            if batch == 1 and glm_rate is not None:
-                goals = goal(glm_rate / rooflines["GLM"], GOAL_ROOFLINE_FRACTION, at_least=True, unit=" of roofline")
-                if ratio is not None:
-                    goals += "; " + goal(ratio, GOAL_DECODE_RATIO, at_least=True, unit="× GPT-2")
-            elif glm_rate is not None:
-                fraction = glm_rate / (batch * rooflines["GLM"])
-                goals = goal(fraction, GOAL_BATCH8_ROOFLINE_FRACTION, at_least=True, unit=f" of {batch}× roofline")
-            rows.append((metric, *cells, f"{ratio:.3f}" if ratio is not None else "–", goals))
+                cells, rates = [], []
+                for model_name in ("GLM", "GPT-2"):
+                    record = records[batch][label(model_name, layout, mode)]
+                    if record.error:
+                        cells += [f"failed: {record.error[:CELL_ERROR_CHARS]}", "–"]
+                        rates.append(None)
+                        continue
+                    rate = record.tokens_per_second(steps, batch)
+                    cells += [f"{rate:.1f}", f"{rate / (batch * rooflines[model_name]):.2f}"]
+                    rates.append(rate)
+                glm_rate, gpt2_rate = rates
+                ratio = glm_rate / gpt2_rate if glm_rate is not None and gpt2_rate is not None else None
+                goals = "–"
+                if batch == 1 and glm_rate is not None:
+                    fraction = glm_rate / rooflines["GLM"]
+                    goals = goal(fraction, GOAL_ROOFLINE_FRACTION, at_least=True, unit=" of roofline")
+                    if ratio is not None:
+                        goals += "; " + goal(ratio, GOAL_DECODE_RATIO, at_least=True, unit="× GPT-2")
+                elif glm_rate is not None:
+                    fraction = glm_rate / (batch * rooflines["GLM"])
+                    goals = goal(fraction, GOAL_BATCH8_ROOFLINE_FRACTION, at_least=True, unit=f" of {batch}× roofline")
+                rows.append((metric, *cells, f"{ratio:.3f}" if ratio is not None else "–", goals))
     return rows
+
+
+def decode_models(
+    glm: GLMForCausalLM, gpt2: GPT2LMHeadModel, args: argparse.Namespace
+) -> dict[tuple[str, str], torch.nn.Module]:
+    """GLM and GPT-2 by (name, layout): as built, and copies packed by `pack_for_cpu` for `--batch-hint` rows."""
+    models = {}
+    for model_name, model in (("GLM", glm), ("GPT-2", gpt2)):
+        for layout in args.layouts:
+            models[model_name, layout] = (
+                pack_for_cpu(copy.deepcopy(model), batch_size=args.batch_hint) if layout == "packed" else model
+            )
+    return models
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,18 +508,22 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"decode models: vocab {args.vocab}, hidden {args.hidden}, layers {args.layers}, heads {args.heads}, "
         f"positions {args.positions}; params GLM {n_params(glm) / 1e6:.1f}M, GPT-2 {n_params(gpt2) / 1e6:.1f}M; "
-        f"prompt {args.prompt}, new tokens {args.new_tokens}, repeats {args.repeats} (medians after one warm-up)",
+        f"prompt {args.prompt}, new tokens {args.new_tokens}, repeats {args.repeats} (medians after one warm-up); "
+        f"weight layouts: {', '.join(args.layouts)}",
         flush=True,
     )
 
     t = time.perf_counter()
     matrices = step_matrices(glm)
     weight_bytes, gpt2_bytes = n_bytes(matrices), n_bytes(step_matrices(gpt2))
-    gbps = matrix_vector_gbps(matrices, args.roofline_passes)
+    kernels = matrix_vector_gbps(matrices, args.roofline_passes)
+    kernel, gbps = max(kernels.items(), key=lambda item: item[1])
+    read_gbps = streaming_read_gbps(matrices, args.roofline_passes)
     rooflines = {"GLM": gbps * 1e9 / weight_bytes, "GPT-2": gbps * 1e9 / gpt2_bytes}  # tok/s at batch 1
     print(f"roofline measured in {time.perf_counter() - t:.1f}s", flush=True)
 
-    decoders = decode_configurations(glm, gpt2, args.skip_compile)
+    models = decode_models(glm, gpt2, args)
+    decoders = decode_configurations(models, args.skip_compile)
     generator = torch.Generator().manual_seed(args.seed)
     records: dict[int, dict[str, DecodeRecord]] = {}
     for batch in DECODE_BATCHES:
@@ -476,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = decode_rows(decoders, records, rooflines, args.new_tokens - 1)
     rows.append(
-        (f"roofline tok/s, batch 1 ({gbps:.1f} GB/s)", f"{rooflines['GLM']:.1f}", "1.00")
+        (f"roofline tok/s, batch 1 ({gbps:.1f} GB/s, {kernel})", f"{rooflines['GLM']:.1f}", "1.00")
         + (f"{rooflines['GPT-2']:.1f}", "1.00", "–", "–")
     )
     train_size = f"{args.train_batch}×{args.train_seq}, hidden {args.train_hidden}, {args.train_layers} layers"
@@ -498,26 +556,33 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.new_tokens - 1
     print(
         f"- decode tok/s = (N - 1) × batch / time from the first generated token's logits to the end of generate() "
-        f"(the {steps} cached steps after prefill), median of {args.repeats}."
+        f"(the {steps} cached steps after prefill), median of {args.repeats}. GLM / GPT-2 compares the same "
+        f"weight layout and mode; packed weights: glm_hf.pack_for_cpu(model, batch_size={args.batch_hint})."
     )
+    kernel_figures = ", ".join(f"{name} {value:.1f} GB/s" for name, value in kernels.items())
     print(
-        f"- roofline: F.linear(x, W), x of batch 1, over the {len(matrices)} matrices one decode step reads "
+        f"- roofline: matrix-vector products (x of batch 1) over the {len(matrices)} matrices one decode step reads "
         f"({weight_bytes / 1e6:.1f} MB fp32; GPT-2's: {gpt2_bytes / 1e6:.1f} MB), best of {args.roofline_passes} "
-        f"passes: {gbps:.1f} GB/s, so {rooflines['GLM']:.1f} tok/s at batch 1. Batch 8's roofline is assumed 8× "
-        f"batch 1's ({8 * rooflines['GLM']:.1f} tok/s): the weights are read once per step for the whole batch."
+        f"passes per kernel, the fastest kernel: {kernel_figures}; so {gbps:.1f} GB/s = {rooflines['GLM']:.1f} "
+        f"tok/s at batch 1. Batch 8's roofline is 8× batch 1's ({8 * rooflines['GLM']:.1f} tok/s): the weights are "
+        f"read once per step for the whole batch. Reading the same bytes without a product (Tensor.sum): "
+        f"{read_gbps:.1f} GB/s."
     )
     by_label = {d.label: {b: records[b][d.label] for b in DECODE_BATCHES} for d in decoders}
     for decoder in decoders:
         if decoder.compiled:
             print(f"- {compile_report(decoder, by_label[decoder.label])}")
-    if not args.skip_compile:
-        for model_name in ("GLM", "GPT-2"):
-            same = identical_tokens(by_label[f"{model_name} eager"], by_label[f"{model_name} compiled"], args.prompt)
-            print(f"- {model_name} eager vs compiled, identical tokens: {same}")
-    for label, by_batch in by_label.items():
+    for model_name, layout in models:
+        pairs = [(label(model_name, layout, "eager"), label(model_name, layout, "compiled"))]
+        if layout != "plain" and (model_name, "plain") in models:
+            pairs.append((label(model_name, "plain", "eager"), label(model_name, layout, "eager")))
+        for a, b in pairs:
+            if a in by_label and b in by_label:
+                print(f"- {a} vs {b}, identical tokens: {identical_tokens(by_label[a], by_label[b], args.prompt)}")
+    for name, by_batch in by_label.items():
         for batch, record in by_batch.items():
             if record.error:
-                print(f"- {label}, batch {batch} failed: {record.error}")
+                print(f"- {name}, batch {batch} failed: {record.error}")
     print(f"\ntotal benchmark time: {time.perf_counter() - started:.1f}s")
     return 0
 
