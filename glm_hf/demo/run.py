@@ -42,6 +42,7 @@ class DemoSettings:
     num_attention_heads: int = 2
     objective_probs: tuple[float, float, float] = (0.8, 0.0, 0.2)
     mask_ratio: float = 0.3
+    corpus_draws: int = 32
     full_corpus: bool = False
     seed: int = DEMO_SEED
     progress_bar: bool = True
@@ -59,15 +60,26 @@ class DemoResult:
     final_loss: float = float("nan")
 
 
-def demo_training_texts(full_corpus: bool = False) -> tuple[list[str], list[corpus.Fact], list[corpus.Fact]]:
+def demo_training_texts(
+    full_corpus: bool = False, draws: int = 1
+) -> tuple[list[str], list[corpus.Fact], list[corpus.Fact]]:
     """The demo's training documents (held-out facts removed) with the (train, held-out) fact split.
 
     By default only the fact statements and their translations: a few-million-parameter model learns the facts
-    within minutes from them. `full_corpus` adds the everyday sentence pairs and the standard library's prose."""
+    within minutes from them. `full_corpus` adds the everyday sentence pairs and the standard library's prose.
+    `draws` concatenates that many `corpus.documents()` draws (seeds `DEMO_SEED`, `DEMO_SEED + 1`, ...): the same
+    training facts, grouped and ordered differently in each, so packed rows rarely repeat (the prose comes once)."""
     train, held_out = corpus.split_facts(seed=DEMO_SEED)
-    documents = corpus.documents(
-        seed=DEMO_SEED, include_prose=full_corpus, include_everyday=full_corpus, held_out=held_out
-    )
+    documents = [
+        document
+        for draw in range(draws)
+        for document in corpus.documents(
+            seed=DEMO_SEED + draw,
+            include_prose=full_corpus and draw == 0,
+            include_everyday=full_corpus,
+            held_out=held_out,
+        )
+    ]
     return documents, train, held_out
 
 
@@ -106,7 +118,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings | None = None, overw
     settings = settings or DemoSettings()
     check_destination(output_dir, overwrite=overwrite)
     torch.manual_seed(settings.seed)
-    documents, train_facts, held_out = demo_training_texts(settings.full_corpus)
+    documents, train_facts, held_out = demo_training_texts(settings.full_corpus, settings.corpus_draws)
     tokenizer = load_demo_tokenizer()
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer's output_dir; it saves nothing there
         trainer = pretrain(
@@ -185,7 +197,8 @@ def _card(settings: DemoSettings, result: DemoResult) -> CardInfo:
         title="glm-hf demo: a tiny GLM pretrained on the embedded bilingual corpus",
         training=(
             f"Pretrained from scratch by `glm-hf demo` on glm-hf's embedded corpus (`glm_hf.demo.corpus`: facts and "
-            f"English/Chinese translation pairs) with `DataCollatorForBlankInfilling` (objective mix "
+            f"English/Chinese translation pairs; {settings.corpus_draws} differently shuffled draws of the training "
+            f"documents) with `DataCollatorForBlankInfilling` (objective mix "
             f"token/sentence/document = {settings.objective_probs}, mask ratio {settings.mask_ratio}) and the "
             f"stock `Trainer`: {settings.max_steps} steps of {settings.batch_size} packed rows of "
             f"{settings.row_length} tokens, learning rate {settings.learning_rate}, cosine schedule, seed "

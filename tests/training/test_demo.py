@@ -23,6 +23,17 @@ def test_demo_training_text_never_states_a_held_out_fact():
     assert sum(fact.filled in joined for fact in train[:200]) == 200
 
 
+def test_demo_trains_on_several_draws_of_the_same_facts_and_none_states_a_held_out_one():
+    draws = DemoSettings().corpus_draws
+    documents, _, held_out = demo_training_texts(draws=draws)
+    single, _, _ = demo_training_texts()
+    assert documents[: len(single)] == single  # the first draw is the one-draw text
+    assert len(documents) > (draws - 1) * len(single)
+    assert len(set(documents)) > 0.8 * len(documents)  # the draws group and order the facts differently
+    joined = "\n".join(documents)
+    assert not any(fact.filled in joined for fact in held_out)
+
+
 def test_demo_run_evaluates_held_out_facts_and_saves_a_loadable_model(tmp_path):
     settings = DemoSettings(
         max_steps=12, batch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, progress_bar=False
