@@ -9,6 +9,7 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer
 
 from .convert.checkpoint import convert_checkpoint
+from .cpu_packing import pack_for_cpu
 from .demo import corpus
 from .model import blank_infilling
 from .model.configuration_glm import GLMConfig
@@ -60,6 +61,7 @@ __all__ = [
     "GLMQuantizationConfig",
     "GLMTokenizer",
     "quantize",
+    "pack_for_cpu",
     "blank_infilling",
     "corpus",
 ]

@@ -368,7 +368,7 @@ def run_serve(args: argparse.Namespace) -> None:
         max_body_bytes=args.max_body_bytes,
         request_timeout=args.request_timeout,
     )
-    serve(model_dir, args.host, args.port, settings, device=args.device)
+    serve(model_dir, args.host, args.port, settings, device=args.device, cpu_packing=args.cpu_packing)
 
 
 def _positive(kind: type):
@@ -522,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=_positive(int), default=1_000_000, help="largest request body")
     serve.add_argument(
         "--request-timeout", type=_positive(float), default=600.0, help="seconds a request may wait and run"
+    )
+    serve.add_argument(
+        "--no-cpu-packing",
+        dest="cpu_packing",
+        action="store_false",
+        help="on CPU, serve the linear layers as loaded instead of packed by glm_hf.pack_for_cpu (same tokens)",
     )
     serve.set_defaults(handler=run_serve)
 

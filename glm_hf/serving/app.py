@@ -391,12 +391,16 @@ def _settle(future: asyncio.Future, event: tuple) -> None:
         future.set_result(event)
 
 
-def load_for_serving(model_dir: str | Path, device: str | None = None, dtype: str = "auto"):
-    """The chat head and tokenizer of a GLM folder, ready to serve (eval mode, left padding, a chat template)."""
+def load_for_serving(model_dir: str | Path, device: str | None = None, dtype: str = "auto", cpu_packing: bool = True):
+    """The chat head and tokenizer of a GLM folder, ready to serve (eval mode, left padding, a chat template).
+
+    With `cpu_packing`, a float32 model served on CPU gets its linear layers packed by `glm_hf.pack_for_cpu`
+    (same tokens, faster decoding)."""
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from ..chat_templates import ensure_chat_template
+    from ..cpu_packing import pack_for_cpu
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.chat_template is None:
@@ -405,14 +409,30 @@ def load_for_serving(model_dir: str | Path, device: str | None = None, dtype: st
     tokenizer.padding_side = "left"
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=dtype)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), tokenizer
+    model = model.to(device).eval()
+    if (
+        cpu_packing
+        and model.device.type == "cpu"
+        and model.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+    ):
+        pack_for_cpu(model)
+        logger.info("Linear layers packed for CPU inference (oneDNN); --no-cpu-packing serves them as loaded.")
+    return model, tokenizer
 
 
-def serve(model_dir: str | Path, host: str, port: int, settings: ServeSettings, device: str | None = None) -> None:
+def serve(
+    model_dir: str | Path,
+    host: str,
+    port: int,
+    settings: ServeSettings,
+    device: str | None = None,
+    cpu_packing: bool = True,
+) -> None:
     """Loads the folder and serves it with uvicorn until SIGINT/SIGTERM (which end running requests cleanly)."""
     import uvicorn
 
-    model, tokenizer = load_for_serving(model_dir, device)
+    model, tokenizer = load_for_serving(model_dir, device, cpu_packing=cpu_packing)
     app = create_app(model, tokenizer, settings)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
 
