@@ -33,7 +33,7 @@ GENERATION_PROMPTS = ("The capital of Italy is Rome. [gMASK]", "法国的首都�
 class DemoSettings:
     """Sizes and schedule of the demo run; the defaults train and evaluate in about 4 minutes on two CPU cores."""
 
-    max_steps: int = 2700
+    max_steps: int = 3000
     batch_size: int = 32
     learning_rate: float = 3e-3
     row_length: int = 64
