@@ -31,7 +31,7 @@ GENERATION_PROMPTS = ("The capital of Italy is Rome. [gMASK]", "法国的首都�
 
 @dataclass
 class DemoSettings:
-    """Sizes and schedule of the demo run; the defaults train and evaluate in about 4 minutes on two CPU cores."""
+    """Sizes and schedule of the demo run; the defaults train and evaluate in 4 to 5 minutes on two CPU cores."""
 
     max_steps: int = 3000
     batch_size: int = 32
