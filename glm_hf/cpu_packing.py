@@ -2,8 +2,8 @@
 
 On CPU, `nn.Linear` runs MKL's GEMM. At decode batch sizes (a few rows per step) it reads the weights well below
 the memory bandwidth on more than one core: on the project's 2-core machine, a matrix-vector sweep over a
-glm-large-sized model's weights reaches 18 GB/s through `F.linear` and 30 GB/s through oneDNN with weights
-reordered into its blocked layout (35 GB/s against 11 at 8 rows; `benchmarks/bench_decode.py`). `pack_for_cpu`
+glm-large-sized model's weights reaches 17-18 GB/s through `F.linear` and 30 GB/s through oneDNN with weights
+reordered into its blocked layout (`benchmarks/bench_decode.py`). `pack_for_cpu`
 reorders every float32 `nn.Linear` (and transformers' `Conv1D`, GPT-2's linear layer) of a model once, in place,
 so that `generate()`, pipelines and `glm-hf serve` decode at that speed, eager or under `torch.compile`.
 
