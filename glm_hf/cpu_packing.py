@@ -79,25 +79,29 @@ class PackedLinear(nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ) -> None:
-        weight = state_dict.get(prefix + "weight")
-        if weight is None:
-            missing_keys.append(prefix + "weight")
-        elif tuple(weight.shape) != (self.out_features, self.in_features):
-            error_msgs.append(
-                f"size mismatch for {prefix}weight: copying a param with shape {tuple(weight.shape)}, "
-                f"the packed layer has shape {(self.out_features, self.in_features)}."
-            )
-        else:
-            self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(
-                weight.detach().to(torch.float32), self.batch_size
-            )
+        shapes = {"weight": (self.out_features, self.in_features)}
         if self.bias is not None:
-            bias = state_dict.get(prefix + "bias")
-            if bias is None:
-                missing_keys.append(prefix + "bias")
+            shapes["bias"] = (self.out_features,)
+        for name, shape in shapes.items():
+            value = state_dict.get(prefix + name)
+            if value is None:
+                missing_keys.append(prefix + name)
+            elif tuple(value.shape) != shape:
+                error_msgs.append(
+                    f"size mismatch for {prefix}{name}: copying a param with shape {tuple(value.shape)}, "
+                    f"the packed layer has shape {shape}."
+                )
+            elif name == "weight":
+                self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(
+                    value.detach().to(torch.float32), self.batch_size
+                )
             else:
                 with torch.no_grad():
-                    self.bias.copy_(bias)
+                    self.bias.copy_(value)
+        if strict:
+            unexpected_keys.extend(
+                key for key in state_dict if key.startswith(prefix) and key[len(prefix) :] not in shapes
+            )
 
     def _apply(self, fn, recurse: bool = True):
         probe = fn(torch.zeros(1))

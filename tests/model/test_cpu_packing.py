@@ -129,12 +129,23 @@ def test_load_state_dict_repacks_the_new_weights():
     torch.testing.assert_close(model(ids).logits, other(ids).logits, rtol=1e-5, atol=1e-5)
 
 
-def test_load_state_dict_names_a_wrong_shape():
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_load_state_dict_names_a_wrong_shape(name):
     model = pack_for_cpu(glm("causal"))
     state = model.state_dict()
-    state["glm.layers.0.attention.dense.weight"] = torch.zeros(3, 3)
-    with pytest.raises(RuntimeError, match=r"glm.layers.0.attention.dense.weight.*\(3, 3\)"):
+    state[f"glm.layers.0.attention.dense.{name}"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match=rf"glm.layers.0.attention.dense.{name}.*\(1,\)"):
         model.load_state_dict(state)
+
+
+def test_load_state_dict_names_unexpected_keys_of_a_packed_layer():
+    model = pack_for_cpu(glm("causal"))
+    state = model.state_dict()
+    state["glm.layers.0.attention.dense.scale"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match=r"Unexpected key.*glm.layers.0.attention.dense.scale"):
+        model.load_state_dict(state)
+    result = model.load_state_dict(state, strict=False)
+    assert result.unexpected_keys == ["glm.layers.0.attention.dense.scale"]
 
 
 def test_a_packed_model_refuses_to_train():
