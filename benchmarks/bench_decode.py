@@ -30,8 +30,10 @@ configurations alternate within each round, in reversed order every other round,
    timestamp), i.e. the N - 1 cached forwards that follow the prefill, with their sampling. One run gives both
    ends, so no second prefill measurement (with its own noise) is subtracted.
    Eager and compiled greedy tokens are compared ("identical tokens": every row, every position, both batches).
-2. memory-bandwidth roofline: one pass = fp32 matrix-vector products `F.linear(x, W)` (x of batch 1, the op the
-   model's Linears run) over every matrix one decode step reads: per layer query_key_value (3h x h), dense (h x h),
+2. memory-bandwidth roofline: one pass = fp32 matrix-vector products (x of batch 1) over every matrix one decode
+   step reads, once with `F.linear(x, W)` (MKL, what `nn.Linear` runs) and once with oneDNN on the weights packed as
+   `glm_hf.pack_for_cpu` packs them; the faster kernel gives the roofline (a plain read of the same bytes,
+   `Tensor.sum`, is printed for reference). The matrices: per layer query_key_value (3h x h), dense (h x h),
    dense_h_to_4h (4h x h), dense_4h_to_h (h x 4h), and the output layer onto the vocabulary (vocab x h); the GLM
    model's own weight tensors, so their memory layout is the model's. The pass is timed `--roofline-passes` times
    after one warm-up pass; achieved GB/s = bytes of those matrices / the fastest pass (best of N: the strictest
@@ -51,9 +53,9 @@ tokens/s, both eager and compiled, and at batch 8 >= 0.60 of 8x the roofline; tr
 configuration that fails shows "failed: <error>" in its cell (the full message follows the table) and the run goes
 on.
 
-Run (CPU; defaults: P 32, N 64, 3 repeats; estimated 6-9 minutes on 2 cores: about 4 minutes of eager and
-compiled decoding at ~14 tok/s at batch 1 plus 2-4 minutes of inductor compilation for the two compiled models
-and both batch sizes, under half a minute for the train steps and the roofline):
+Every configuration runs with the weights as built and packed by `glm_hf.pack_for_cpu` (`--layouts`; GLM / GPT-2
+compares the same layout). Run (CPU; defaults: P 32, N 64, 3 repeats; about 20 minutes on 2 cores with both
+layouts, half of it inductor compilation of the four compiled configurations at both batch sizes):
 
     python benchmarks/bench_decode.py
     python benchmarks/bench_decode.py --skip-compile --skip-train                     # eager decode only
