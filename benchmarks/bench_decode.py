@@ -31,13 +31,15 @@ configurations alternate within each round, in reversed order every other round,
    ends, so no second prefill measurement (with its own noise) is subtracted.
    Eager and compiled greedy tokens are compared ("identical tokens": every row, every position, both batches).
 2. memory-bandwidth roofline: one pass = fp32 matrix-vector products (x of batch 1) over every matrix one decode
-   step reads, once with `F.linear(x, W)` (MKL, what `nn.Linear` runs) and once with oneDNN on the weights packed as
-   `glm_hf.pack_for_cpu` packs them; the faster kernel gives the roofline (a plain read of the same bytes,
-   `Tensor.sum`, is printed for reference). The matrices: per layer query_key_value (3h x h), dense (h x h),
-   dense_h_to_4h (4h x h), dense_4h_to_h (h x 4h), and the output layer onto the vocabulary (vocab x h); the GLM
-   model's own weight tensors, so their memory layout is the model's. The pass is timed `--roofline-passes` times
-   after one warm-up pass; achieved GB/s = bytes of those matrices / the fastest pass (best of N: the strictest
-   roofline a run can show, since any pass slower than the best lost time to something other than reading weights).
+   step reads, with `F.linear(x, W)` (MKL, what `nn.Linear` runs) and with oneDNN on the weights packed as
+   `glm_hf.pack_for_cpu` packs them, in the layouts oneDNN picks for 1 row and for 8 rows (pack_for_cpu's default);
+   the fastest kernel gives the roofline (a plain read of the same bytes, `Tensor.sum`, is printed for reference).
+   The matrices: per layer query_key_value (3h x h), dense (h x h), dense_h_to_4h (4h x h), dense_4h_to_h (h x 4h),
+   and the output layer onto the vocabulary (vocab x h); the GLM model's own weight tensors. Each kernel's pass is
+   timed `--roofline-passes` times after one warm-up pass; achieved GB/s = bytes of those matrices / the fastest
+   pass (best of N: the strictest roofline a run can show, since any pass slower than the best lost time to
+   something other than reading weights). The median pass is printed beside it, with packed GLM's batch-1 fraction
+   of it: decode tokens/s are medians, and on a shared virtual machine single passes of the same sweep vary by 2x.
    Roofline tokens/s at batch 1 = GB/s / weight bytes (the bytes read per step; biases, LayerNorms, embedding rows
    and the KV cache are left out, well under 1% at the defaults). At batch 8 the roofline is 8x the batch-1 figure:
    the weights are read once per step for the whole batch (the batch's extra compute and KV-cache reads are
@@ -88,10 +90,11 @@ from transformers import CompileConfig, GPT2Config, GPT2LMHeadModel, LogitsProce
 from transformers.pytorch_utils import Conv1D
 
 from glm_hf import GLMConfig, GLMForCausalLM
-from glm_hf.cpu_packing import PackedLinear, pack_for_cpu
+from glm_hf.cpu_packing import DEFAULT_BATCH_SIZE, PackedLinear, pack_for_cpu
 
 DECODE_BATCHES = (1, 8)
 LAYOUTS = ("plain", "packed")  # weights as the models are built; reordered by glm_hf.pack_for_cpu
+ROOFLINE_PACKINGS = (1, DEFAULT_BATCH_SIZE)  # rows oneDNN's weight layouts are tuned for in the roofline sweeps
 GOAL_ROOFLINE_FRACTION = 0.90
 GOAL_BATCH8_ROOFLINE_FRACTION = 0.60
 GOAL_DECODE_RATIO = 1.0
@@ -129,7 +132,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weight layouts to decode with: plain (as built) and packed (glm_hf.pack_for_cpu); default both",
     )
     parser.add_argument(
-        "--batch-hint", type=int, default=1, help="rows per step pack_for_cpu tunes the packed weights for (default 1)"
+        "--batch-hint",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"rows per step pack_for_cpu tunes the packed weights for (default {DEFAULT_BATCH_SIZE}, its own)",
     )
     args = parser.parse_args(argv)
     if args.prompt < 1 or args.new_tokens < 2 or args.repeats < 1 or args.roofline_passes < 1:
@@ -201,9 +207,17 @@ def n_bytes(tensors: list[torch.Tensor]) -> int:
 # Roofline
 
 
-def _fastest_pass_gbps(matrices: list[torch.Tensor], read: Callable[[int, torch.Tensor], None], passes: int) -> float:
-    """GB/s of the fastest of `passes` timed passes of `read(i, matrices[i])` over every matrix, after one warm-up
-    pass."""
+@dataclass(frozen=True)
+class Bandwidth:
+    """GB/s of a pass over the weights: the fastest pass (the strict roofline) and the median pass (the statistic
+    decode tokens/s use, on a machine whose speed drifts from pass to pass)."""
+
+    best: float
+    median: float
+
+
+def _pass_gbps(matrices: list[torch.Tensor], read: Callable[[int, torch.Tensor], None], passes: int) -> Bandwidth:
+    """GB/s of `passes` timed passes of `read(i, matrices[i])` over every matrix, after one warm-up pass."""
 
     def one_pass() -> float:
         start = time.perf_counter()
@@ -213,24 +227,32 @@ def _fastest_pass_gbps(matrices: list[torch.Tensor], read: Callable[[int, torch.
 
     with torch.no_grad():
         one_pass()
-        seconds = min(one_pass() for _ in range(passes))
-    return n_bytes(matrices) / seconds / 1e9
+        seconds = [one_pass() for _ in range(passes)]
+    return Bandwidth(n_bytes(matrices) / min(seconds) / 1e9, n_bytes(matrices) / statistics.median(seconds) / 1e9)
 
 
-def matrix_vector_gbps(matrices: list[torch.Tensor], passes: int) -> dict[str, float]:
-    """Achieved memory bandwidth (GB/s) of matrix-vector products (x of batch 1) over `matrices`, per CPU kernel
-    torch offers for them: `F.linear` (MKL's GEMM, what `nn.Linear` runs) and oneDNN's linear on weights
-    reordered for one row (what `glm_hf.pack_for_cpu` runs). Each is the fastest of `passes` passes."""
+def matrix_vector_gbps(matrices: list[torch.Tensor], passes: int) -> dict[str, Bandwidth]:
+    """Achieved memory bandwidth of matrix-vector products (x of batch 1) over `matrices`, per CPU kernel torch
+    offers for them: `F.linear` (MKL's GEMM, what `nn.Linear` runs) and oneDNN's linear on weights reordered for 1
+    row and for 8 rows (`glm_hf.pack_for_cpu`'s default)."""
     inputs = {w.shape[1]: torch.randn(1, w.shape[1], dtype=w.dtype) for w in matrices}
-    result = {"F.linear": _fastest_pass_gbps(matrices, lambda i, w: F.linear(inputs[w.shape[1]], w), passes)}
-    packed = [PackedLinear(w, None) for w in matrices]
-    result["oneDNN packed"] = _fastest_pass_gbps(matrices, lambda i, w: packed[i](inputs[w.shape[1]]), passes)
+    result = {"F.linear": _pass_gbps(matrices, lambda i, w: F.linear(inputs[w.shape[1]], w), passes)}
+    for rows in ROOFLINE_PACKINGS:
+        packed = [PackedLinear(w, None, batch_size=rows) for w in matrices]
+        result[f"oneDNN packed for {rows} row(s)"] = _pass_gbps(
+            matrices, lambda i, w, packed=packed: packed[i](inputs[w.shape[1]]), passes
+        )
     return result
 
 
-def streaming_read_gbps(matrices: list[torch.Tensor], passes: int) -> float:
+def fastest_kernel(kernels: dict[str, Bandwidth]) -> tuple[str, Bandwidth]:
+    """The kernel with the fastest pass, and its bandwidth: the roofline."""
+    return max(kernels.items(), key=lambda item: item[1].best)
+
+
+def streaming_read_gbps(matrices: list[torch.Tensor], passes: int) -> Bandwidth:
     """GB/s of `Tensor.sum()` over `matrices`: reading the same bytes with no product, for reference."""
-    return _fastest_pass_gbps(matrices, lambda i, w: w.sum(), passes)
+    return _pass_gbps(matrices, lambda i, w: w.sum(), passes)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -519,8 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     matrices = step_matrices(glm)
     weight_bytes, gpt2_bytes = n_bytes(matrices), n_bytes(step_matrices(gpt2))
     kernels = matrix_vector_gbps(matrices, args.roofline_passes)
-    kernel, gbps = max(kernels.items(), key=lambda item: item[1])
-    read_gbps = streaming_read_gbps(matrices, args.roofline_passes)
+    kernel, bandwidth = fastest_kernel(kernels)
+    gbps = bandwidth.best
+    read = streaming_read_gbps(matrices, args.roofline_passes)
     rooflines = {"GLM": gbps * 1e9 / weight_bytes, "GPT-2": gbps * 1e9 / gpt2_bytes}  # tok/s at batch 1
     print(f"roofline measured in {time.perf_counter() - t:.1f}s", flush=True)
 
@@ -561,15 +584,27 @@ def main(argv: list[str] | None = None) -> int:
         f"(the {steps} cached steps after prefill), median of {args.repeats}. GLM / GPT-2 compares the same "
         f"weight layout and mode; packed weights: glm_hf.pack_for_cpu(model, batch_size={args.batch_hint})."
     )
-    kernel_figures = ", ".join(f"{name} {value:.1f} GB/s" for name, value in kernels.items())
+    kernel_figures = ", ".join(f"{name} {b.best:.1f} (median {b.median:.1f}) GB/s" for name, b in kernels.items())
     print(
         f"- roofline: matrix-vector products (x of batch 1) over the {len(matrices)} matrices one decode step reads "
         f"({weight_bytes / 1e6:.1f} MB fp32; GPT-2's: {gpt2_bytes / 1e6:.1f} MB), best of {args.roofline_passes} "
         f"passes per kernel, the fastest kernel: {kernel_figures}; so {gbps:.1f} GB/s = {rooflines['GLM']:.1f} "
         f"tok/s at batch 1. Batch 8's roofline is 8× batch 1's ({8 * rooflines['GLM']:.1f} tok/s): the weights are "
         f"read once per step for the whole batch. Reading the same bytes without a product (Tensor.sum): "
-        f"{read_gbps:.1f} GB/s."
+        f"{read.best:.1f} (median {read.median:.1f}) GB/s."
     )
+    median_roofline = bandwidth.median * 1e9 / weight_bytes
+    glm_b1 = {mode: records[1].get(label("GLM", "packed", mode)) for mode in ("eager", "compiled")}
+    fractions = [
+        f"{mode} {r.tokens_per_second(steps, 1) / median_roofline:.2f}"
+        for mode, r in glm_b1.items()
+        if r is not None and not r.error
+    ]
+    if fractions:
+        print(
+            f"- against the median pass of the same kernel ({bandwidth.median:.1f} GB/s = {median_roofline:.1f} "
+            f"tok/s; decode tok/s are medians too), packed GLM at batch 1 reaches: {', '.join(fractions)}."
+        )
     by_label = {d.label: {b: records[b][d.label] for b in DECODE_BATCHES} for d in decoders}
     for decoder in decoders:
         if decoder.compiled:

@@ -2,8 +2,8 @@
 
 On CPU, `nn.Linear` runs MKL's GEMM. At decode batch sizes (a few rows per step) it reads the weights well below
 the memory bandwidth on more than one core: on the project's 2-core machine, a matrix-vector sweep over a
-glm-large-sized model's weights reaches 17-18 GB/s through `F.linear` and 30 GB/s through oneDNN with weights
-reordered into its blocked layout (`benchmarks/bench_decode.py`). `pack_for_cpu`
+glm-large-sized model's weights reaches 17-18 GB/s through `F.linear` and 27-31 GB/s (median of sweeps) through
+oneDNN with weights reordered into its blocked layout (`benchmarks/bench_decode.py`). `pack_for_cpu`
 reorders every float32 `nn.Linear` (and transformers' `Conv1D`, GPT-2's linear layer) of a model once, in place,
 so that `generate()`, pipelines and `glm-hf serve` decode at that speed, eager or under `torch.compile`.
 
@@ -18,6 +18,11 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 __all__ = ["PackedLinear", "pack_for_cpu"]
+
+# oneDNN picks the blocked layout for this many rows. Measured on the 2-core AVX2 machine over a glm-large-sized
+# model's weights (`benchmarks/bench_decode.py`): the layout for 1 row runs 1 row at 19 GB/s and 8 rows at 14 GB/s,
+# the layout for 8 rows runs 1 row at 27 GB/s and 8 rows at 25 GB/s; 4 to 32 rows all land within noise of 8.
+DEFAULT_BATCH_SIZE = 8
 
 
 @torch.library.custom_op("glm_hf::packed_linear", mutates_args=())
@@ -37,10 +42,11 @@ def _(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor | None, o
 class PackedLinear(nn.Module):
     """`y = x W^T + b` with W held in oneDNN's blocked layout (an opaque tensor, not a parameter).
 
-    `batch_size` is the number of rows the reorder is tuned for; any number of rows gives the same result.
+    `batch_size` is the number of rows the reorder is tuned for (`pack_for_cpu` explains the default of 8); any number
+    of rows gives the same result.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, batch_size: int = 1):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, batch_size: int = DEFAULT_BATCH_SIZE):
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.batch_size = batch_size
@@ -49,7 +55,7 @@ class PackedLinear(nn.Module):
         self.eval()
 
     @classmethod
-    def from_module(cls, module: nn.Linear | Conv1D, batch_size: int = 1) -> PackedLinear:
+    def from_module(cls, module: nn.Linear | Conv1D, batch_size: int = DEFAULT_BATCH_SIZE) -> PackedLinear:
         """The packed form of an `nn.Linear` (weight out x in) or a `Conv1D` (weight in x out)."""
         weight = module.weight.t().contiguous() if isinstance(module, Conv1D) else module.weight
         return cls(weight, module.bias, batch_size)
@@ -124,14 +130,17 @@ def _packable(module: nn.Module) -> bool:
     return type(module) is nn.Linear or type(module) is Conv1D
 
 
-def pack_for_cpu(model: nn.Module, batch_size: int = 1) -> nn.Module:
+def pack_for_cpu(model: nn.Module, batch_size: int = DEFAULT_BATCH_SIZE) -> nn.Module:
     """Replaces, in place, every `nn.Linear` and transformers `Conv1D` of `model` by a `PackedLinear`, puts the
     model in eval mode and returns it.
 
-    `batch_size` is the number of rows per step the reorder is tuned for (decode batch size; 1 by default); other
-    row counts (prefill, other batches) give the same results. Layers of other types (quantized layers, LoRA
-    wrappers) are left as they are. Weights tied to an embedding (GLM's output layer) keep their dense tensor for
-    the embedding, so the model holds that matrix twice (vocab x hidden x 4 bytes more).
+    `batch_size` is the number of rows per step the reorder is tuned for; other row counts (prefill, other
+    batches) give the same results. The default, 8, is also the fastest layout for batch-1 decoding measured here:
+    oneDNN's layout for a single row reads the weights about 30% slower even at one row, and half as fast at 8.
+
+    Layers of other types (quantized layers, LoRA wrappers) are left as they are. Weights tied to an embedding
+    (GLM's output layer) keep their dense tensor for the embedding, so the model holds that matrix twice (vocab x
+    hidden x 4 bytes more).
 
     Raises:
         RuntimeError: torch was built without oneDNN (mkldnn).
