@@ -231,18 +231,45 @@ def _pass_gbps(matrices: list[torch.Tensor], read: Callable[[int, torch.Tensor],
     return Bandwidth(n_bytes(matrices) / min(seconds) / 1e9, n_bytes(matrices) / statistics.median(seconds) / 1e9)
 
 
-def matrix_vector_gbps(matrices: list[torch.Tensor], passes: int) -> dict[str, Bandwidth]:
-    """Achieved memory bandwidth of matrix-vector products (x of batch 1) over `matrices`, per CPU kernel torch
-    offers for them: `F.linear` (MKL's GEMM, what `nn.Linear` runs) and oneDNN's linear on weights reordered for 1
-    row and for 8 rows (`glm_hf.pack_for_cpu`'s default)."""
+def kernel_passes(matrices: list[torch.Tensor]) -> dict[str, Callable[[int, torch.Tensor], None]]:
+    """Matrix-vector products (x of batch 1) over `matrices` by CPU kernel torch offers for them, as
+    `read(i, matrices[i])` callables: `F.linear` (MKL's GEMM, what `nn.Linear` runs) and oneDNN's linear on weights
+    reordered for 1 row and for 8 rows (`glm_hf.pack_for_cpu`'s default)."""
     inputs = {w.shape[1]: torch.randn(1, w.shape[1], dtype=w.dtype) for w in matrices}
-    result = {"F.linear": _pass_gbps(matrices, lambda i, w: F.linear(inputs[w.shape[1]], w), passes)}
+    reads = {"F.linear": lambda i, w: F.linear(inputs[w.shape[1]], w)}
     for rows in ROOFLINE_PACKINGS:
         packed = [PackedLinear(w, None, batch_size=rows) for w in matrices]
-        result[f"oneDNN packed for {rows} row(s)"] = _pass_gbps(
-            matrices, lambda i, w, packed=packed: packed[i](inputs[w.shape[1]]), passes
-        )
-    return result
+        reads[f"oneDNN packed for {rows} row(s)"] = lambda i, w, packed=packed: packed[i](inputs[w.shape[1]])
+    return reads
+
+
+def matrix_vector_gbps(matrices: list[torch.Tensor], passes: int) -> dict[str, Bandwidth]:
+    """Achieved memory bandwidth of each of `kernel_passes`' kernels over `matrices`."""
+    return {name: _pass_gbps(matrices, read, passes) for name, read in kernel_passes(matrices).items()}
+
+
+class InterleavedRoofline:
+    """Passes of one roofline kernel taken between decode runs (`measure_decode`'s `extra_runs`), so that the
+    roofline and the decode rates they are compared with see the same state of a machine whose speed drifts."""
+
+    def __init__(self, matrices: list[torch.Tensor], kernel: str, passes_per_round: int = 3):
+        self.matrices, self.read = matrices, kernel_passes(matrices)[kernel]
+        self.passes_per_round = passes_per_round
+        self.seconds: list[float] = []
+
+    def __call__(self) -> float:
+        with torch.no_grad():
+            for _ in range(self.passes_per_round):
+                start = time.perf_counter()
+                for i, w in enumerate(self.matrices):
+                    self.read(i, w)
+                self.seconds.append(time.perf_counter() - start)
+        return sum(self.seconds[-self.passes_per_round :])
+
+    def bandwidth(self) -> Bandwidth:
+        """GB/s of the fastest and of the median pass taken so far (the warm-up round's included)."""
+        size = n_bytes(self.matrices)
+        return Bandwidth(size / min(self.seconds) / 1e9, size / statistics.median(self.seconds) / 1e9)
 
 
 def fastest_kernel(kernels: dict[str, Bandwidth]) -> tuple[str, Bandwidth]:
@@ -367,11 +394,17 @@ def decode_run(decoder: Decoder, prompt: torch.Tensor, new_tokens: int, record: 
 
 
 def measure_decode(
-    decoders: list[Decoder], prompt: torch.Tensor, new_tokens: int, repeats: int
+    decoders: list[Decoder],
+    prompt: torch.Tensor,
+    new_tokens: int,
+    repeats: int,
+    extra_runs: dict[str, Callable[[], float]] | None = None,
 ) -> dict[str, DecodeRecord]:
-    """Runs every configuration on `prompt` (one warm-up, then `repeats` interleaved rounds); records by label."""
+    """Runs every configuration on `prompt` (one warm-up, then `repeats` interleaved rounds), and `extra_runs`
+    (e.g. an `InterleavedRoofline`) in the same rounds; records by label."""
     records = {d.label: DecodeRecord() for d in decoders}
-    interleaved({d.label: decode_run(d, prompt, new_tokens, records[d.label]) for d in decoders}, repeats)
+    runs = {d.label: decode_run(d, prompt, new_tokens, records[d.label]) for d in decoders}
+    interleaved(runs | (extra_runs or {}), repeats)
     return records
 
 
@@ -551,10 +584,12 @@ def main(argv: list[str] | None = None) -> int:
     decoders = decode_configurations(models, args.skip_compile)
     generator = torch.Generator().manual_seed(args.seed)
     records: dict[int, dict[str, DecodeRecord]] = {}
+    during: dict[int, InterleavedRoofline] = {}  # roofline passes taken between each batch size's decode runs
     for batch in DECODE_BATCHES:
         t = time.perf_counter()
         prompt = random_ids(generator, args.vocab, batch, args.prompt)
-        records[batch] = measure_decode(decoders, prompt, args.new_tokens, args.repeats)
+        during[batch] = InterleavedRoofline(matrices, kernel)
+        records[batch] = measure_decode(decoders, prompt, args.new_tokens, args.repeats, {"roofline": during[batch]})
         print(f"decode batch {batch} measured in {time.perf_counter() - t:.1f}s", flush=True)
 
     rows = decode_rows(decoders, records, rooflines, args.new_tokens - 1)
@@ -593,18 +628,20 @@ def main(argv: list[str] | None = None) -> int:
         f"read once per step for the whole batch. Reading the same bytes without a product (Tensor.sum): "
         f"{read.best:.1f} (median {read.median:.1f}) GB/s."
     )
-    median_roofline = bandwidth.median * 1e9 / weight_bytes
-    glm_b1 = {mode: records[1].get(label("GLM", "packed", mode)) for mode in ("eager", "compiled")}
-    fractions = [
-        f"{mode} {r.tokens_per_second(steps, 1) / median_roofline:.2f}"
-        for mode, r in glm_b1.items()
-        if r is not None and not r.error
-    ]
-    if fractions:
-        print(
-            f"- against the median pass of the same kernel ({bandwidth.median:.1f} GB/s = {median_roofline:.1f} "
-            f"tok/s; decode tok/s are medians too), packed GLM at batch 1 reaches: {', '.join(fractions)}."
-        )
+    for batch in DECODE_BATCHES:
+        median = during[batch].bandwidth().median
+        roofline = batch * median * 1e9 / weight_bytes
+        fractions = [
+            f"{mode} {r.tokens_per_second(steps, batch) / roofline:.2f}"
+            for mode in ("eager", "compiled")
+            if (r := records[batch].get(label("GLM", "packed", mode))) is not None and not r.error
+        ]
+        if fractions:
+            print(
+                f"- batch {batch}, against the median pass of {kernel} taken between its decode runs ({median:.1f} "
+                f"GB/s = {roofline:.1f} tok/s; decode tok/s are medians too), packed GLM reaches: "
+                f"{', '.join(fractions)}."
+            )
     by_label = {d.label: {b: records[b][d.label] for b in DECODE_BATCHES} for d in decoders}
     for decoder in decoders:
         if decoder.compiled:
